@@ -1,0 +1,242 @@
+"""The ``gradbench`` command line.
+
+Bad input of any kind (unknown names, bad values, missing files, usage mistakes)
+ends with one line on stderr, ``error: ...``, and exit code 2, before anything is
+computed or written. Heavy imports (torch) happen inside commands, so ``list`` and
+``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+from typer.exceptions import Abort, TyperException
+
+from . import __version__
+from .errors import UserError
+from .registry import compatibility, estimators, tasks
+
+console = Console()
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _OneLineErrors(TyperGroup):
+    """Run commands without click's standalone handling, so every error is one line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name or "gradbench", complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except UserError as exc:
+            code = _fail(str(exc))
+        except TyperException as exc:  # usage errors: missing options, bad integers, unknown commands
+            code = _fail(exc.format_message() if hasattr(exc, "format_message") else str(exc))
+        except (Abort, KeyboardInterrupt):
+            err_console.print("interrupted")
+            code = 130
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _fail(message: str) -> int:
+    err_console.print(f"error: {' '.join(message.split())}", markup=False)
+    return 2
+
+
+app = typer.Typer(
+    cls=_OneLineErrors,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Benchmark gradient estimators for discrete random variables: bias and variance against exact "
+    "or high-sample references, stored as tidy Parquet.",
+)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+):
+    if version:
+        console.print(f"gradbench {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Option("--task", "-t", help='Task spec: NAME or NAME(key=value, ...), e.g. '
+                                      '"toy-bernoulli(dim=5)".')],
+    estimator: Annotated[list[str], typer.Option("--estimator", "-e", help='Estimator spec, repeatable, e.g. '
+                                                 '"gst(gap=1.2, tau=0.5)".')],
+    samples: Annotated[int, typer.Option(help="Gradient estimates per estimator (S).")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of all noise; same seed, same numbers.")] = 0,
+    out: Annotated[Path, typer.Option(help="Results folder; each run adds its own subfolder.")] = Path("results"),
+    engine: Annotated[str, typer.Option(help="vectorized, or loop (one autograd call per draw; the "
+                                        "reference implementation).")] = "vectorized",
+    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = "auto",
+    dtype: Annotated[Optional[str], typer.Option(help="float32 or float64 (default: the task's; "
+                                                 "float64 for toy tasks).")] = None,
+    reference: Annotated[str, typer.Option(help="auto (exact when enumerable), exact, or reinforce "
+                                           "(REINFORCE with a leave-one-out baseline).")] = "auto",
+    reference_samples: Annotated[int, typer.Option(help="Draws of f behind a REINFORCE reference.")] = 1_000_000,
+    chunk_size: Annotated[int, typer.Option(help="Estimates drawn per vectorised chunk (memory knob; "
+                                            "results do not depend on it beyond rounding).")] = 1 << 16,
+    warmup: Annotated[int, typer.Option(help="Steps that adapt a stateful estimator's state before "
+                                        "measuring with it frozen.")] = 1000,
+):
+    """Measure estimators' gradient bias and variance on a task and store the results."""
+    from .run import RunOptions, execute, prepare
+
+    options = RunOptions(samples, seed, str(out), engine, device, dtype, reference, reference_samples,
+                         chunk_size, warmup)
+    plan = prepare(task, estimator, options)
+    result = execute(plan, _progress, err_console)
+    console.print(results_table(result))
+    ref = result.reference
+    detail = "exact" if ref.kind == "exact" else f"REINFORCE-LOO over {ref.samples:,} draws"
+    console.print(f"reference: {detail} · results: {result.run_dir}")
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err_console, transient=True, disable=not err_console.is_terminal)
+
+
+SHOWN_METRICS = {  # metric -> column heading
+    "variance": "variance",
+    "bias_norm": "bias ‖E ĝ − g‖",
+    "mse": "mse",
+    "cosine": "cosine",
+    "snr": "snr",
+    "seconds_per_estimate": "µs / estimate",
+    "work_normalized_variance": "variance × s",
+}
+
+
+def _fmt(value: float, scale: float = 1.0) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    if math.isinf(value):
+        return "inf"
+    value *= scale
+    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.2e}"
+
+
+def _cell(metric, scale: float = 1.0) -> str:
+    """``value ±h``, h the larger distance to an end of the 95% interval."""
+    if metric is None:
+        return "–"
+    if math.isnan(metric.ci_low):
+        return _fmt(metric.value, scale)
+    half = max(metric.ci_high - metric.value, metric.value - metric.ci_low)
+    return f"{_fmt(metric.value, scale)} ±{_fmt(half, scale)}"
+
+
+def results_table(result) -> Table:
+    """Estimator × metric, each value with the half-width of its 95% interval."""
+    title = f"{result.rows[0]['task']}: gradient estimates, 95% intervals" if result.rows else ""
+    table = Table(title=title)
+    table.add_column("estimator", no_wrap=True)
+    table.add_column("group")
+    for heading in SHOWN_METRICS.values():
+        table.add_column(heading, justify="right")
+    for m in result.measurements:
+        for group, summary in m.groups.items():
+            if summary.status != "ok":
+                table.add_row(m.estimator.label, group, f"[red]failed: {summary.message}[/]")
+                continue
+            cells = [_cell(summary.metrics.get(name), 1e6 if name == "seconds_per_estimate" else 1.0)
+                     for name in SHOWN_METRICS]
+            table.add_row(m.estimator.label, group, *cells)
+    return table
+
+
+@app.command("list")
+def list_(
+    what: Annotated[Optional[str], typer.Argument(help="estimators or tasks (default: both).")] = None,
+):
+    """List registered estimators and tasks: parameters, defaults and capabilities."""
+    kinds = {"estimators": "estimator", "tasks": "task", "estimator": "estimator", "task": "task"}
+    if what is not None and what not in kinds:
+        from .registry import did_you_mean
+
+        raise UserError(f"cannot list {what!r}{did_you_mean(what, ['estimators', 'tasks'])} (choose estimators or tasks)")
+    chosen = [kinds[what]] if what else ["estimator", "task"]
+    if "estimator" in chosen:
+        console.print(_estimator_table())
+    if "task" in chosen:
+        console.print(_task_table())
+
+
+def _params_text(info) -> str:
+    parts = []
+    for p in info.params.values():
+        rng = p.describe_range()
+        parts.append(f"{p.name}={p.default!r}" + (f" ({rng})" if rng else ""))
+    return "\n".join(parts) or "–"
+
+
+def _when(condition: str) -> str:
+    """'!hard' -> ' when hard=False'."""
+    return f" when {condition.lstrip('!')}={not condition.startswith('!')}"
+
+
+def _estimator_table() -> Table:
+    table = Table(title="estimators", show_lines=True)
+    for col in ("name", "description", "parameters", "capabilities", "fits tasks"):
+        table.add_column(col)
+    task_infos = [tasks.info(n) for n in tasks.names()]
+    for name in estimators.names():
+        info = estimators.info(name)
+        cap = info.capabilities
+        caps = [
+            "unbiased" if cap["unbiased"] else "biased",
+            "families: " + ", ".join("any" if f == "*" else f for f in cap["families"]),
+            f"f evaluations: {cap['evaluations']}",
+        ]
+        for key, text in (("differentiable_f", "needs differentiable f"), ("relaxed_f", "evaluates f at relaxed points"),
+                          ("stateful", "stateful"), ("masks", "masks")):
+            if cap.get(key):
+                caps.append(text + (_when(cap[key]) if isinstance(cap[key], str) else ""))
+        caps += [f"requires {r}" for r in cap.get("requires", [])]
+        fits = [t.name for t in task_infos if compatibility(info, t)[0]]
+        table.add_row(name, info.description, _params_text(info), "\n".join(caps), ", ".join(fits) or "–")
+    return table
+
+
+def _task_table() -> Table:
+    table = Table(title="tasks", show_lines=True)
+    for col in ("name", "description", "parameters", "capabilities"):
+        table.add_column(col)
+    for name in tasks.names():
+        info = tasks.info(name)
+        cap = info.capabilities
+        caps = [
+            f"{cap['kind']} task",
+            "families: " + ", ".join(cap["families"]),
+            "exact reference" if cap["exact"] else "REINFORCE reference",
+            "groups: " + ", ".join(cap["groups"]),
+        ]
+        if not cap.get("relaxed_f"):
+            caps.append("f only at discrete points")
+        caps += [f"offers {o}" for o in cap.get("offers", [])]
+        table.add_row(name, info.description, _params_text(info), "\n".join(caps))
+    return table
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

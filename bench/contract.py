@@ -1,0 +1,218 @@
+"""The two interfaces everything else plugs into: Estimator and Task (with its Problem).
+
+An estimator turns distribution parameters, the objective and explicit noise into a
+*surrogate*: a tensor ``[n]`` whose gradient with respect to the parameters is, for
+each of the ``n`` estimate copies, one gradient estimate (score function:
+``f + sg(f)·(log p − sg(log p))``; straight-through: ``f(D − sg(y) + y)``). It never
+draws random numbers itself; it declares the noise it needs. Stateful estimators
+(moving-average baselines, learned control variates) get their state passed in and
+return the new state from ``update``; the runner decides when state adapts.
+
+A task describes an expectation ``E_{x~p_θ}[f(x)]`` (a :class:`Problem`) at fixed
+parameters, and for training tasks also how to train with an estimator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .distributions import Distribution, Objective
+from .noise import NoiseSpec
+from .params import declared_params
+
+
+@dataclass
+class Surrogate:
+    """What an estimator returns: ``value [n]`` (sum over units) plus anything ``update`` needs."""
+
+    value: Tensor
+    aux: dict[str, Any] = field(default_factory=dict)
+
+
+class _Configured:
+    """Shared by estimators and tasks: declared params, a label, capabilities as JSON."""
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    _capability_fields: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def capabilities_json(cls) -> dict:
+        out = {}
+        for key in cls._capability_fields:
+            value = getattr(cls, key)
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def params_dict(self) -> dict[str, Any]:
+        """All declared parameters with their values (defaults filled in)."""
+        return {k: _plain(getattr(self, k)) for k in declared_params(type(self))}
+
+    def params_json(self) -> str:
+        return json.dumps(self.params_dict(), sort_keys=True)
+
+    def changed_params(self) -> dict[str, Any]:
+        """Parameters that differ from their defaults."""
+        declared = declared_params(type(self))
+        return {k: v for k, v in self.params_dict().items() if v != _plain(declared[k].default)}
+
+    @property
+    def label(self) -> str:
+        """The spec that names this configuration, e.g. ``gst(gap=1.2)``."""
+        changed = self.changed_params()
+        if not changed:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+class Estimator(_Configured, ABC):
+    """A gradient estimator. Subclasses are frozen dataclasses of their hyperparameters.
+
+    Capabilities (class attributes, listed by ``gradbench list``):
+      unbiased: E[estimate] equals the true gradient.
+      families: distribution families handled ("categorical", "bernoulli", "poisson", ...).
+          A task whose variables have a categorical view (a Bernoulli variable as two
+          categories) can be used by categorical estimators.
+      evaluations: evaluations of f per estimate (an int, or the name of the
+          hyperparameter that sets it, such as "m").
+      differentiable_f: uses df/dx (straight-through and relaxed estimators).
+      relaxed_f: evaluates f at non-discrete points (relaxed samples).
+      masks: supports categoricals with masked (invalid) categories.
+      stateful: carries state that ``update`` adapts.
+      requires: task features needed (e.g. "importance_weights" for VIMCO).
+    """
+
+    unbiased: ClassVar[bool]
+    families: ClassVar[tuple[str, ...]] = ("categorical",)
+    evaluations: ClassVar[int | str] = 1
+    differentiable_f: ClassVar[bool] = False
+    relaxed_f: ClassVar[bool] = False
+    masks: ClassVar[bool] = True
+    stateful: ClassVar[bool] = False
+    requires: ClassVar[tuple[str, ...]] = ()
+    _capability_fields = (
+        "unbiased", "families", "evaluations", "differentiable_f", "relaxed_f", "masks", "stateful", "requires",
+    )
+
+    def n_evaluations(self) -> int:
+        """Evaluations of f per estimate for this configuration."""
+        return self.evaluations if isinstance(self.evaluations, int) else int(getattr(self, self.evaluations))
+
+    def noise(self, dist: Distribution) -> dict[str, NoiseSpec]:
+        """Per-estimate noise this estimator needs; by default one exact sample's worth.
+
+        Estimators asking for the same name and spec share draws (common random numbers).
+        """
+        return {"sample": dist.sample_noise()}
+
+    def init(self, dist: Distribution, generator: torch.Generator) -> Any:
+        """Initial state (None for stateless estimators)."""
+        return None
+
+    @abstractmethod
+    def surrogate(self, dist: Distribution, f: Objective, noise: dict[str, Tensor], state: Any) -> Surrogate:
+        """Surrogate ``[n]`` whose gradient w.r.t. ``dist.params`` is one estimate per copy.
+
+        noise: tensors ``[n, *spec.shape]`` as declared by :meth:`noise`.
+        """
+
+    def update(self, state: Any, dist: Distribution, f: Objective, noise: dict[str, Tensor], out: Surrogate) -> Any:
+        """New state after one step (stateless estimators return ``state``)."""
+        return state
+
+
+@dataclass
+class Chunk:
+    """Sufficient statistics of ``n`` estimates of one parameter group's gradient.
+
+    total: ``[P]`` sum of the estimates. sq: ``[n]`` squared norm of each estimate.
+    dot: ``[n]`` inner product of each estimate with the reference (zeros if none).
+    """
+
+    total: Tensor
+    sq: Tensor
+    dot: Tensor
+
+    @classmethod
+    def from_gradients(cls, grads: Tensor, reference: Tensor | None) -> Chunk:
+        """From dense per-estimate gradients ``[n, P]``."""
+        grads = grads.to(torch.float64)
+        dot = grads @ reference if reference is not None else torch.zeros_like(grads[:, 0])
+        return cls(grads.sum(0), (grads * grads).sum(1), dot)
+
+
+class Problem(ABC):
+    """``E_{x~p_θ}[f(x)]`` at fixed parameters θ: what a gradient measurement measures.
+
+    family: the native distribution family of ``distribution(...)``.
+    objective: f, with its declared properties.
+    """
+
+    family: ClassVar[str]
+    objective: Objective
+
+    @abstractmethod
+    def parameters(self) -> dict[str, Tensor]:
+        """Parameter groups at which the gradient is measured: name -> tensor ``[*shape]``."""
+
+    @abstractmethod
+    def distribution(self, params: dict[str, Tensor]) -> Distribution:
+        """The distribution for parameter copies ``{name: [n, *shape]}``."""
+
+    def exact_gradient(self) -> dict[str, Tensor] | None:
+        """A closed-form gradient ``{name: [*shape]}``, or None to enumerate (or estimate)."""
+        return None
+
+    def chunk_stats(self, estimator: Estimator, state: Any, noise: dict[str, Tensor], engine: str,
+                    reference: dict[str, Tensor] | None) -> dict[str, Chunk] | None:
+        """Override to supply :class:`Chunk` statistics without dense per-draw gradients.
+
+        Neural tasks use this to avoid forming one parameter-sized vector per draw.
+        Returning None (the default) lets the runner differentiate per copy.
+        """
+        return None
+
+
+class Task(_Configured, ABC):
+    """A registered task. Subclasses are frozen dataclasses of their parameters.
+
+    Capabilities:
+      families: the families its variables can be presented as, native first.
+      relaxed_f / differentiable_f: f accepts relaxed inputs / is differentiable in x.
+      masks: its categoricals have masked categories.
+      exact: an exact reference gradient is available.
+      kind: "fixed" (measure at fixed parameters) or "training".
+      groups: parameter groups measured.
+      offers: extra features ("importance_weights").
+    """
+
+    families: ClassVar[tuple[str, ...]]
+    relaxed_f: ClassVar[bool] = True
+    differentiable_f: ClassVar[bool] = True
+    masks: ClassVar[bool] = False
+    exact: ClassVar[bool] = False
+    kind: ClassVar[str] = "fixed"
+    groups: ClassVar[tuple[str, ...]] = ()
+    offers: ClassVar[tuple[str, ...]] = ()
+    dtype: ClassVar[str] = "float64"
+    _capability_fields = ("families", "relaxed_f", "differentiable_f", "masks", "exact", "kind", "groups", "offers")
+
+    def problem(self, device: torch.device, dtype: torch.dtype) -> Problem:
+        """The expectation to measure gradients of (fixed tasks)."""
+        raise TypeError(f"task {self.name!r} is a {self.kind} task and has no fixed problem")
+
+
+def replace(obj, **changes):
+    """dataclasses.replace for configured estimators and tasks."""
+    return dataclasses.replace(obj, **changes)

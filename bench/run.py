@@ -1,0 +1,226 @@
+"""One ``gradbench run``: validate everything, measure each estimator, store the rows.
+
+All checks (names, parameters, compatibility, options) happen in :func:`prepare`,
+before anything is computed or written; :func:`execute` then does the work.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .errors import UserError
+from .registry import compatibility, estimators, tasks
+from .spec import Spec, parse_spec
+
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Options of a run (the CLI's flags); recorded in full in the run's sidecar."""
+
+    samples: int = 10_000
+    seed: int = 0
+    out: str = "results"
+    engine: str = "vectorized"
+    device: str = "auto"
+    dtype: str | None = None
+    reference: str = "auto"
+    reference_samples: int = 1_000_000
+    chunk_size: int = 1 << 16
+    warmup: int = 1000
+
+    def check(self) -> None:
+        from .references import MODES
+        from .runner import ENGINES
+
+        if self.samples < 2:
+            raise UserError(f"--samples must be at least 2 (variance needs two estimates), got {self.samples}")
+        if self.engine not in ENGINES:
+            raise UserError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.reference not in MODES:
+            raise UserError(f"unknown reference {self.reference!r}; choose one of {', '.join(MODES)}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise UserError(f"unknown dtype {self.dtype!r}; choose float32 or float64")
+        if self.chunk_size < 1:
+            raise UserError(f"--chunk-size must be positive, got {self.chunk_size}")
+        if self.warmup < 0:
+            raise UserError(f"--warmup must be ≥ 0, got {self.warmup}")
+        if self.reference_samples < 40:
+            raise UserError(f"--reference-samples must be at least 40, got {self.reference_samples}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise UserError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
+
+
+@dataclass
+class Plan:
+    """A validated run: specs checked against declarations, compatibility known."""
+
+    task_spec: Spec
+    estimator_specs: list[Spec]
+    families: list[str]
+    options: RunOptions
+
+
+def validate_specs(task: str, estimator_texts: list[str]) -> tuple[Spec, list[Spec], list[str]]:
+    """Parse and check names, keys, types, ranges and compatibility, from declarations only."""
+    if not estimator_texts:
+        raise UserError("give at least one --estimator (see 'gradbench list estimators')")
+    task_spec = tasks.validate(parse_spec(task))
+    task_info = tasks.info(task_spec.name)
+    specs, families = [], []
+    for text in estimator_texts:
+        spec = estimators.validate(parse_spec(text))
+        info = estimators.info(spec.name)
+        ok, detail = compatibility(info, task_info, spec.kwargs)
+        if not ok:
+            fits = [n for n in estimators.names() if compatibility(estimators.info(n), task_info)[0]]
+            raise UserError(f"{spec.name} cannot run on {task_spec.name}: it {detail} "
+                            f"(estimators that fit: {', '.join(fits) or 'none'})")
+        specs.append(spec)
+        families.append(detail)
+    labels = [str(s) for s in specs]
+    duplicates = {x for x in labels if labels.count(x) > 1}
+    if duplicates:
+        raise UserError(f"estimator {sorted(duplicates)[0]} is given twice; give each configuration once")
+    return task_spec, specs, families
+
+
+def prepare(task: str, estimator_texts: list[str], options: RunOptions) -> Plan:
+    options.check()
+    task_spec, specs, families = validate_specs(task, estimator_texts)
+    return Plan(task_spec, specs, families, options)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    measurements: list = field(default_factory=list)
+    reference: Any = None
+
+
+def build(plan: Plan):
+    """Instantiate the task and estimators (imports torch; may raise cross-field SpecErrors)."""
+    task = tasks.build(plan.task_spec)
+    built = [estimators.build(s) for s in plan.estimator_specs]
+    return task, built
+
+
+def execute(plan: Plan, progress_factory: Callable | None = None, console=None) -> RunResult:
+    """Measure every estimator on the task and write the run folder."""
+    import torch
+
+    from .environment import environment
+    from .references import resolve_reference
+    from .runner import MeasureConfig, measure, resolve_device
+    from .store import create_run_dir, write_metrics, write_sidecar
+
+    options = plan.options
+    task, built = build(plan)
+    if task.kind != "fixed":
+        raise UserError(f"task {task.name!r} is a {task.kind} task; this harness version measures fixed tasks only")
+    device = resolve_device(options.device)
+    dtype_name = options.dtype or task.dtype
+    dtype = getattr(torch, dtype_name)
+    problem = task.problem(device, dtype)
+
+    created = datetime.now(timezone.utc)
+    run_id, run_dir = create_run_dir(Path(options.out), created)
+    sidecar = {
+        "run_id": run_id,
+        "created_at": created.isoformat(),
+        "status": "running",
+        "task": {"name": task.name, "label": task.label, "version": task.version, "params": task.params_dict()},
+        "estimators": [
+            {"name": e.name, "label": e.label, "version": e.version, "params": e.params_dict(), "family": fam}
+            for e, fam in zip(built, plan.families)
+        ],
+        "options": asdict(options),
+        "dtype": dtype_name,
+        "environment": environment(device),
+    }
+    write_sidecar(run_dir, sidecar)
+    progress = progress_factory() if progress_factory else nullcontext()
+    rows: list[dict[str, Any]] = []
+    measurements = []
+    common = {
+        "run_id": run_id, "created_at": created, "gradbench_version": __version__,
+        "torch_version": torch.__version__, "device": str(device), "dtype": dtype_name, "seed": options.seed,
+        "task": task.name, "task_version": task.version, "task_params": task.params_json(),
+        "engine": options.engine, "step": 0,
+    }
+    try:
+        with progress as bar:
+            reference = resolve_reference(
+                problem, options.reference, options.reference_samples, options.seed, options.chunk_size,
+                progress=_tracker(bar, "reference (REINFORCE-LOO)", options.reference_samples),
+            )
+            common.update(reference=reference.kind, reference_samples=reference.samples)
+            sidecar["reference"] = {"kind": reference.kind, "samples": reference.samples,
+                                    "stderr": {g: reference.stderr(g) for g in reference.gradient}}
+            config = MeasureConfig(options.samples, options.seed, options.chunk_size, options.engine, options.warmup)
+            for estimator in built:
+                advance = _tracker(bar, estimator.label, options.samples)
+                try:
+                    result = measure(problem, estimator, reference.gradient, config, reference.variance, advance)
+                except Exception as exc:  # a broken (plugin) estimator must not sink the other measurements
+                    if os.environ.get("GRADBENCH_DEBUG"):
+                        raise
+                    result = _failed(estimator, problem, f"{type(exc).__name__}: {exc}")
+                    if console is not None:
+                        console.print(f"[yellow]warning:[/] {estimator.label} failed: {type(exc).__name__}: {exc}")
+                measurements.append(result)
+                rows.extend(measurement_rows(common, result))
+                write_metrics(run_dir, rows)  # after each estimator: an interrupted run keeps what it measured
+        sidecar["status"] = "complete"
+    except BaseException as exc:
+        sidecar["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        sidecar["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        sidecar["finished_at"] = datetime.now(timezone.utc).isoformat()
+        write_sidecar(run_dir, sidecar)
+    return RunResult(run_id, run_dir, rows, measurements, reference)
+
+
+def _failed(estimator, problem, message: str):
+    from .runner import Measurement
+    from .stats import GroupSummary
+
+    groups = {g: GroupSummary(0, p.numel(), {}, None, "failed", message) for g, p in problem.parameters().items()}
+    return Measurement(estimator, "", groups, 0.0, 0)
+
+
+def measurement_rows(common: dict[str, Any], result, step: int | None = None) -> list[dict[str, Any]]:
+    """Tidy rows (one per metric) for one measurement."""
+    est = result.estimator
+    base = dict(common, estimator=est.name, estimator_version=est.version, estimator_params=est.params_json(),
+                estimator_label=est.label, family=result.family, warmup=result.warmup)
+    if step is not None:
+        base["step"] = step
+    rows = []
+    for group, summary in result.groups.items():
+        head = dict(base, param_group=group, n_estimates=summary.n, status=summary.status, message=summary.message)
+        if summary.status != "ok":
+            rows.append(dict(head, metric="failed", value=math.nan, ci_low=math.nan, ci_high=math.nan))
+            continue
+        for name, m in summary.metrics.items():
+            rows.append(dict(head, metric=name, value=m.value, ci_low=m.ci_low, ci_high=m.ci_high))
+    return rows
+
+
+def _tracker(bar, description: str, total: int):
+    if bar is None or not hasattr(bar, "add_task"):
+        return None
+    task_id = bar.add_task(description, total=total)
+    return lambda k: bar.advance(task_id, k)
+

@@ -1,0 +1,213 @@
+"""Draw S gradient estimates in chunks and accumulate their statistics.
+
+The vectorised engine gives every estimate its own copy of the parameters
+(``[n, *shape]``), builds all ``n`` surrogates at once and differentiates their sum:
+one backward pass, ``n`` separate gradients, no Python loop per draw. The loop
+engine does the same one estimate at a time with plain autograd; it is the
+reference the vectorised engine is tested against, and both see identical noise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from .contract import Chunk, Estimator, Problem
+from .distributions import Distribution, Objective
+from .errors import UserError
+from .noise import NoiseSource, derive_seed
+from .stats import GroupStats, GroupSummary
+
+ENGINES = ("vectorized", "loop")
+_CHUNK_VALUES = 1 << 23  # noise values per chunk: bounds memory whatever the estimator draws
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How many estimates, how they are drawn, and how state is warmed up."""
+
+    samples: int
+    seed: int = 0
+    chunk_size: int = 1 << 16
+    engine: str = "vectorized"
+    warmup: int = 0
+    batches: int = 20
+
+
+@dataclass
+class Measurement:
+    """Result of measuring one estimator on one problem."""
+
+    estimator: Estimator
+    family: str
+    groups: dict[str, GroupSummary]
+    seconds: float
+    warmup: int
+    state: Any = None
+    extra: dict = field(default_factory=dict)
+
+
+class View:
+    """The problem as one estimator sees it: natively, or through a categorical view.
+
+    A categorical estimator on Bernoulli variables sees two-category variables whose
+    one-hot samples map back to 0/1 before f is evaluated.
+    """
+
+    def __init__(self, problem: Problem, estimator: Estimator):
+        self.problem = problem
+        native = problem.family
+        if native in estimator.families or "*" in estimator.families:
+            self.family, self._viewed = native, False
+        elif "categorical" in estimator.families:
+            self.family, self._viewed = "categorical", True
+        else:
+            raise UserError(
+                f"{estimator.name} handles {'/'.join(estimator.families)} variables; this task's are {native}"
+            )
+        template = problem.distribution(replicate(problem.parameters(), 1))
+        if self._viewed and template.as_categorical() is None:
+            raise UserError(f"{estimator.name} needs a categorical view of {native} variables, which has none")
+        self._native = type(template)
+        f = problem.objective
+        if self._viewed:
+            to_native = self._native.from_categorical
+            self.objective = Objective(lambda x: f.fn(to_native(x)), f.relaxed, f.differentiable)
+        else:
+            self.objective = f
+        self.template = self.distribution(replicate(problem.parameters(), 1))
+
+    def distribution(self, params: dict[str, Tensor]) -> Distribution:
+        dist = self.problem.distribution(params)
+        return dist.as_categorical() if self._viewed else dist
+
+
+def replicate(params: dict[str, Tensor], n: int) -> dict[str, Tensor]:
+    """Independent leaf copies ``[n, *shape]`` of each parameter group, requiring grad."""
+    return {k: p.detach().unsqueeze(0).expand(n, *p.shape).clone().requires_grad_(True) for k, p in params.items()}
+
+
+def per_draw_gradients(view: View, estimator: Estimator, state: Any, noise: dict[str, Tensor],
+                       engine: str = "vectorized") -> dict[str, Tensor]:
+    """Gradient estimates ``{group: [n, P]}`` for the given noise (``[n, ...]`` per name)."""
+    n = next(iter(noise.values())).shape[0]
+    if engine == "vectorized":
+        return _gradients(view, estimator, state, noise, n)
+    if engine == "loop":
+        rows = [_gradients(view, estimator, state, {k: v[i : i + 1] for k, v in noise.items()}, 1) for i in range(n)]
+        return {g: torch.cat([r[g] for r in rows]) for g in rows[0]}
+    raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+
+
+def _gradients(view: View, estimator: Estimator, state: Any, noise: dict[str, Tensor], n: int) -> dict[str, Tensor]:
+    params = replicate(view.problem.parameters(), n)
+    dist = view.distribution(params)
+    out = estimator.surrogate(dist, view.objective, noise, state)
+    grads = torch.autograd.grad(out.value.sum(), list(params.values()), allow_unused=True)
+    return {
+        k: (g if g is not None else torch.zeros_like(p)).reshape(n, -1)
+        for (k, p), g in zip(params.items(), grads)
+    }
+
+
+def plan_chunks(samples: int, batches: int, chunk_size: int) -> list[tuple[int, int, int]]:
+    """(start, stop, batch) ranges covering ``samples`` estimates; no chunk spans two batches."""
+    batches = max(1, min(batches, samples // 2))
+    bounds = [round(b * samples / batches) for b in range(batches + 1)]
+    out = []
+    for b in range(batches):
+        for start in range(bounds[b], bounds[b + 1], chunk_size):
+            out.append((start, min(start + chunk_size, bounds[b + 1]), b))
+    return out
+
+
+def chunk_size_for(estimator: Estimator, template: Distribution, requested: int) -> int:
+    """Cap the chunk so the noise of one chunk stays near _CHUNK_VALUES values."""
+    per_estimate = sum(spec.numel for spec in estimator.noise(template).values())
+    return max(1, min(requested, _CHUNK_VALUES // max(1, per_estimate)))
+
+
+def warm_up(view: View, estimator: Estimator, state: Any, steps: int, seed: int) -> Any:
+    """Adapt an estimator's state for ``steps`` single-estimate steps at fixed parameters."""
+    noise_source = NoiseSource(seed, "warmup", *_device_dtype(view))
+    specs = estimator.noise(view.template)
+    for step in range(steps):
+        noise = noise_source.draw_all(specs, step, step + 1)
+        params = replicate(view.problem.parameters(), 1)
+        dist = view.distribution(params)
+        out = estimator.surrogate(dist, view.objective, noise, state)
+        state = estimator.update(state, dist, view.objective, noise, out)
+    return state
+
+
+def init_state(view: View, estimator: Estimator, seed: int) -> Any:
+    generator = torch.Generator(view.template.params.device)
+    generator.manual_seed(derive_seed(seed, "init", estimator.name))
+    return estimator.init(view.template, generator)
+
+
+def measure(problem: Problem, estimator: Estimator, reference: dict[str, Tensor] | None,
+            config: MeasureConfig, reference_variance: dict[str, float] | None = None,
+            progress: Callable[[int], None] | None = None, state: Any = None) -> Measurement:
+    """Draw ``config.samples`` estimates and summarise them per parameter group.
+
+    reference: ``{group: [P]}`` (or None when measuring the reference itself).
+    state: an already adapted state; otherwise the estimator's initial state,
+    warmed up for ``config.warmup`` steps when the estimator is stateful.
+    """
+    if config.samples < 2:
+        raise UserError(f"samples must be at least 2, got {config.samples}")
+    started = time.perf_counter()
+    view = View(problem, estimator)
+    warmup = 0
+    if state is None:
+        state = init_state(view, estimator, config.seed)
+        if estimator.stateful and config.warmup:
+            state = warm_up(view, estimator, state, config.warmup, config.seed)
+            warmup = config.warmup
+    params = problem.parameters()
+    device, dtype = _device_dtype(view)
+    accumulators = {
+        g: GroupStats(p.numel(), None if reference is None else reference[g].reshape(-1)) for g, p in params.items()
+    }
+    specs = estimator.noise(view.template)
+    noise_source = NoiseSource(config.seed, "measure", device, dtype)
+    chunk = chunk_size_for(estimator, view.template, config.chunk_size)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for start, stop, batch in plan_chunks(config.samples, config.batches, chunk):
+        t0 = time.perf_counter()
+        noise = noise_source.draw_all(specs, start, stop)
+        chunks = problem.chunk_stats(estimator, state, noise, config.engine, reference)
+        if chunks is None:
+            grads = per_draw_gradients(view, estimator, state, noise, config.engine)
+            chunks = {g: Chunk.from_gradients(v, accumulators[g].reference) for g, v in grads.items()}
+        sync()  # so the chunk's time is its compute, not just its launch
+        seconds = time.perf_counter() - t0
+        for g, acc in accumulators.items():
+            acc.add(chunks[g], batch, seconds)
+        if progress is not None:
+            progress(stop - start)
+    rv = reference_variance or {}
+    summaries = {g: acc.finish(rv.get(g, 0.0)) for g, acc in accumulators.items()}
+    return Measurement(estimator, view.family, summaries, time.perf_counter() - started, warmup, state)
+
+
+def _device_dtype(view: View) -> tuple[torch.device, torch.dtype]:
+    p = view.template.params
+    return p.device, p.dtype
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA device is available; use --device cpu or auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"unknown device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)
+

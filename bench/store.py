@@ -1,0 +1,142 @@
+"""Results on disk: one folder per run, written atomically, readable as one table.
+
+Layout of ``--out DIR``::
+
+    DIR/<run_id>/metrics.parquet   tidy rows, one per metric (schema below)
+    DIR/<run_id>/_run.json         full config, environment and status of the run
+    DIR/<run_id>/_checkpoints/     training checkpoints, when a task saves them
+
+``pandas.read_parquet(DIR)`` reads every run at once: pyarrow skips names starting
+with "_" or ".", which is why the sidecar and temporary files are named so. Files
+are written to a temporary name and renamed, so a reader never sees half a file;
+run folders are created exclusively, so runs never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import UserError
+
+SCHEMA = pa.schema([
+    ("run_id", pa.string()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+    ("gradbench_version", pa.string()),
+    ("torch_version", pa.string()),
+    ("device", pa.string()),
+    ("dtype", pa.string()),
+    ("seed", pa.int64()),
+    ("task", pa.string()),
+    ("task_version", pa.int64()),
+    ("task_params", pa.string()),
+    ("estimator", pa.string()),
+    ("estimator_version", pa.int64()),
+    ("estimator_params", pa.string()),
+    ("estimator_label", pa.string()),
+    ("family", pa.string()),
+    ("engine", pa.string()),
+    ("warmup", pa.int64()),
+    ("step", pa.int64()),
+    ("param_group", pa.string()),
+    ("n_estimates", pa.int64()),
+    ("reference", pa.string()),
+    ("reference_samples", pa.int64()),
+    ("metric", pa.string()),
+    ("value", pa.float64()),
+    ("ci_low", pa.float64()),
+    ("ci_high", pa.float64()),
+    ("status", pa.string()),
+    ("message", pa.string()),
+])
+
+METRICS_FILE = "metrics.parquet"
+SIDECAR_FILE = "_run.json"
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable and unique: UTC time plus random hex."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+def create_run_dir(out: Path, now: datetime | None = None) -> tuple[str, Path]:
+    """Create ``out/<run_id>`` exclusively (a clash draws a new id)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the results folder {out}: {exc.strerror}; choose another --out") from None
+    for _ in range(100):
+        run_id = new_run_id(now)
+        path = out / run_id
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return run_id, path
+    raise RuntimeError(f"could not create a unique run folder in {out}")
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_metrics(run_dir: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Write (or atomically replace) the run's metrics file."""
+    table = pa.Table.from_pylist(list(rows), schema=SCHEMA)
+    path = run_dir / METRICS_FILE
+    _atomic_write(path, lambda fh: pq.write_table(table, fh))
+    return path
+
+
+def write_sidecar(run_dir: Path, config: dict[str, Any]) -> Path:
+    path = run_dir / SIDECAR_FILE
+    text = json.dumps(config, indent=1, sort_keys=True, default=str).encode()
+    _atomic_write(path, lambda fh: fh.write(text))
+    return path
+
+
+def read_sidecar(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / SIDECAR_FILE).read_text())
+
+
+def read_results(path: str | Path):
+    """All rows under ``path`` (a results folder, a run folder or one Parquet file) as a DataFrame."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no results at {path}: expected a results folder, a run folder or a .parquet file")
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*.parquet") if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+    )
+    if not files:
+        raise UserError(f"no results in {path}: it holds no metrics.parquet files; run 'gradbench run --out {path}' first")
+    tables = []
+    for file in files:
+        try:
+            tables.append(pq.read_table(file))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise UserError(f"{file} is not a readable Parquet file ({exc}); delete it or move it out of {path}") from None
+    table = pa.concat_tables(tables, promote_options="default")
+    return table.to_pandas()

@@ -1,0 +1,100 @@
+"""Score-function estimators: (f(x) − b)·∇log p(x), with no, moving-average or leave-one-out baselines.
+
+They need only samples and log-probabilities, so they run on every family whose
+distribution can sample from explicit noise and score a sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gradbench.contract import Estimator, Surrogate
+from gradbench.noise import NoiseSpec
+from gradbench.params import param
+from gradbench.registry import estimators
+
+ANY_FAMILY = ("*",)
+
+
+def score_surrogate(f_value: Tensor, log_prob: Tensor, baseline: Tensor | float = 0.0) -> Tensor:
+    """``f + sg(f − b)·(log p − sg(log p))``: its value is f, its gradient (f − b)·∇log p + ∇f.
+
+    The ∇f term is the pathwise dependence of f on parameters (a VAE's decoder); it is
+    zero for the distribution's own parameters because samples carry no gradient.
+    """
+    return f_value + (f_value - baseline).detach() * (log_prob - log_prob.detach())
+
+
+def sum_units(value: Tensor) -> Tensor:
+    """``[n, *units] -> [n]``: the objective is additive over units."""
+    return value.reshape(value.shape[0], -1).sum(1)
+
+
+@estimators.register
+@dataclass(frozen=True)
+class Reinforce(Estimator):
+    """REINFORCE (score function): f(x)·∇log p(x). Unbiased, one evaluation of f."""
+
+    name = "reinforce"
+    unbiased = True
+    families = ANY_FAMILY
+
+    def surrogate(self, dist, f, noise, state):
+        x = dist.sample(noise["sample"])
+        return Surrogate(sum_units(score_surrogate(f(x), dist.log_prob_units(x))))
+
+
+@estimators.register
+@dataclass(frozen=True)
+class ReinforceEMA(Estimator):
+    """REINFORCE with an exponential-moving-average baseline: (f(x) − b)·∇log p(x).
+
+    State: the baseline b (a scalar), updated as b ← decay·b + (1 − decay)·mean f after
+    each step; frozen while measuring, so the estimate stays unbiased.
+    """
+
+    name = "reinforce-ema"
+    unbiased = True
+    families = ANY_FAMILY
+    stateful = True
+    decay: float = param(0.9, "moving-average decay of the baseline", ge=0.0, lt=1.0)
+
+    def init(self, dist, generator):
+        return torch.zeros((), dtype=dist.params.dtype, device=dist.params.device)
+
+    def surrogate(self, dist, f, noise, state):
+        x = dist.sample(noise["sample"])
+        fx = f(x)
+        return Surrogate(sum_units(score_surrogate(fx, dist.log_prob_units(x), state)), {"f": fx.detach()})
+
+    def update(self, state, dist, f, noise, out):
+        return self.decay * state + (1 - self.decay) * out.aux["f"].mean()
+
+
+@estimators.register
+@dataclass(frozen=True)
+class RLOO(Estimator):
+    """REINFORCE leave-one-out (Kool et al. 2019): m draws, each baselined by the mean of the others.
+
+    The estimate is the mean over the m draws; it costs m evaluations of f.
+    """
+
+    name = "rloo"
+    unbiased = True
+    families = ANY_FAMILY
+    evaluations = "m"
+    m: int = param(4, "draws per estimate", ge=2)
+
+    def noise(self, dist):
+        one = dist.sample_noise()
+        return {"samples": NoiseSpec(one.kind, (self.m, *one.shape))}
+
+    def surrogate(self, dist, f, noise, state):
+        x = dist.sample(noise["samples"])  # [m, n, ...]
+        fx = f(x, lead=1)  # [m, n, *units]
+        baseline = (fx.sum(0, keepdim=True) - fx) / (self.m - 1)
+        value = score_surrogate(fx, dist.log_prob_units(x), baseline).mean(0)
+        return Surrogate(sum_units(value))
