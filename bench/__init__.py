@@ -1,2 +1,31 @@
-"""gradbench: benchmarking gradient estimators for discrete random variables."""
+"""gradbench: benchmarking gradient estimators for discrete random variables.
+
+The public surface is re-exported here lazily, so ``import gradbench`` (and the
+command line's ``list`` and ``--help``) never pay for importing torch:
+
+    from gradbench import Estimator, Surrogate, param, estimators
+"""
+
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Estimator": "contract", "Surrogate": "contract", "Task": "contract", "Problem": "contract", "Chunk": "contract",
+    "Categorical": "distributions", "Bernoulli": "distributions", "Distribution": "distributions",
+    "Objective": "distributions", "NoiseSpec": "noise", "NoiseSource": "noise",
+    "param": "params", "estimators": "registry", "tasks": "registry", "parse_spec": "spec",
+    "MeasureConfig": "runner", "measure": "runner", "per_draw_gradients": "runner",
+    "resolve_reference": "references", "read_results": "store", "UserError": "errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gradbench' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

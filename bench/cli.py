@@ -37,7 +37,10 @@ class _OneLineErrors(TyperGroup):
         except UserError as exc:
             code = _fail(str(exc))
         except TyperException as exc:  # usage errors: missing options, bad integers, unknown commands
-            code = _fail(exc.format_message() if hasattr(exc, "format_message") else str(exc))
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `gradbench`: the help was printed
+                code = 0
+            else:
+                code = _fail(exc.format_message() if hasattr(exc, "format_message") else str(exc))
         except (Abort, KeyboardInterrupt):
             err_console.print("interrupted")
             code = 130
@@ -61,13 +64,16 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ):
     if version:
         console.print(f"gradbench {__version__}")
         raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        console.print(ctx.get_help())
 
 
 @app.command()
@@ -99,10 +105,14 @@ def run(
                          chunk_size, warmup)
     plan = prepare(task, estimator, options)
     result = execute(plan, _progress, err_console)
-    console.print(results_table(result))
+    if result.measurements:
+        console.print(results_table(result))
     ref = result.reference
-    detail = "exact" if ref.kind == "exact" else f"REINFORCE-LOO over {ref.samples:,} draws"
-    console.print(f"reference: {detail} · results: {result.run_dir}")
+    if ref is not None:
+        detail = "exact" if ref.kind == "exact" else f"REINFORCE-LOO over {ref.samples:,} draws"
+        console.print(f"reference: {detail} · results: {result.run_dir}")
+    else:
+        console.print(f"results: {result.run_dir}")
 
 
 def _progress():
@@ -193,7 +203,8 @@ def _when(condition: str) -> str:
 
 def _estimator_table() -> Table:
     table = Table(title="estimators", show_lines=True)
-    for col in ("name", "description", "parameters", "capabilities", "fits tasks"):
+    table.add_column("name", no_wrap=True)
+    for col in ("description", "parameters", "capabilities", "fits tasks"):
         table.add_column(col)
     task_infos = [tasks.info(n) for n in tasks.names()]
     for name in estimators.names():
@@ -216,7 +227,8 @@ def _estimator_table() -> Table:
 
 def _task_table() -> Table:
     table = Table(title="tasks", show_lines=True)
-    for col in ("name", "description", "parameters", "capabilities"):
+    table.add_column("name", no_wrap=True)
+    for col in ("description", "parameters", "capabilities"):
         table.add_column(col)
     for name in tasks.names():
         info = tasks.info(name)

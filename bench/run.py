@@ -116,22 +116,18 @@ def build(plan: Plan):
 
 
 def execute(plan: Plan, progress_factory: Callable | None = None, console=None) -> RunResult:
-    """Measure every estimator on the task and write the run folder."""
+    """Measure (fixed tasks) or train and measure (training tasks) every estimator; write the run folder."""
     import torch
 
     from .environment import environment
-    from .references import resolve_reference
-    from .runner import MeasureConfig, measure, resolve_device
+    from .runner import resolve_device
     from .store import create_run_dir, write_metrics, write_sidecar
 
     options = plan.options
     task, built = build(plan)
-    if task.kind != "fixed":
-        raise UserError(f"task {task.name!r} is a {task.kind} task; this harness version measures fixed tasks only")
     device = resolve_device(options.device)
     dtype_name = options.dtype or task.dtype
     dtype = getattr(torch, dtype_name)
-    problem = task.problem(device, dtype)
 
     created = datetime.now(timezone.utc)
     run_id, run_dir = create_run_dir(Path(options.out), created)
@@ -139,7 +135,8 @@ def execute(plan: Plan, progress_factory: Callable | None = None, console=None) 
         "run_id": run_id,
         "created_at": created.isoformat(),
         "status": "running",
-        "task": {"name": task.name, "label": task.label, "version": task.version, "params": task.params_dict()},
+        "task": {"name": task.name, "label": task.label, "version": task.version, "kind": task.kind,
+                 "params": task.params_dict()},
         "estimators": [
             {"name": e.name, "label": e.label, "version": e.version, "params": e.params_dict(), "family": fam}
             for e, fam in zip(built, plan.families)
@@ -149,38 +146,25 @@ def execute(plan: Plan, progress_factory: Callable | None = None, console=None) 
         "environment": environment(device),
     }
     write_sidecar(run_dir, sidecar)
-    progress = progress_factory() if progress_factory else nullcontext()
-    rows: list[dict[str, Any]] = []
-    measurements = []
+    result = RunResult(run_id, run_dir, [])
+
+    def record(rows: list[dict[str, Any]]) -> None:
+        result.rows.extend(rows)
+        write_metrics(run_dir, result.rows)  # rewritten atomically: an interrupted run keeps what it recorded
+
     common = {
         "run_id": run_id, "created_at": created, "gradbench_version": __version__,
         "torch_version": torch.__version__, "device": str(device), "dtype": dtype_name, "seed": options.seed,
         "task": task.name, "task_version": task.version, "task_params": task.params_json(),
-        "engine": options.engine, "step": 0,
+        "engine": options.engine, "step": 0, "reference": options.reference, "reference_samples": 0,
     }
+    progress = progress_factory() if progress_factory else nullcontext()
     try:
         with progress as bar:
-            reference = resolve_reference(
-                problem, options.reference, options.reference_samples, options.seed, options.chunk_size,
-                progress=_tracker(bar, "reference (REINFORCE-LOO)", options.reference_samples),
-            )
-            common.update(reference=reference.kind, reference_samples=reference.samples)
-            sidecar["reference"] = {"kind": reference.kind, "samples": reference.samples,
-                                    "stderr": {g: reference.stderr(g) for g in reference.gradient}}
-            config = MeasureConfig(options.samples, options.seed, options.chunk_size, options.engine, options.warmup)
-            for estimator in built:
-                advance = _tracker(bar, estimator.label, options.samples)
-                try:
-                    result = measure(problem, estimator, reference.gradient, config, reference.variance, advance)
-                except Exception as exc:  # a broken (plugin) estimator must not sink the other measurements
-                    if os.environ.get("GRADBENCH_DEBUG"):
-                        raise
-                    result = _failed(estimator, problem, f"{type(exc).__name__}: {exc}")
-                    if console is not None:
-                        console.print(f"[yellow]warning:[/] {estimator.label} failed: {type(exc).__name__}: {exc}")
-                measurements.append(result)
-                rows.extend(measurement_rows(common, result))
-                write_metrics(run_dir, rows)  # after each estimator: an interrupted run keeps what it measured
+            if task.kind == "fixed":
+                _measure_fixed(task, built, options, device, dtype, common, record, result, bar, console, sidecar)
+            else:
+                _train(task, built, options, device, dtype, common, record, result, bar, console, run_dir)
         sidecar["status"] = "complete"
     except BaseException as exc:
         sidecar["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -189,7 +173,60 @@ def execute(plan: Plan, progress_factory: Callable | None = None, console=None) 
     finally:
         sidecar["finished_at"] = datetime.now(timezone.utc).isoformat()
         write_sidecar(run_dir, sidecar)
-    return RunResult(run_id, run_dir, rows, measurements, reference)
+    return result
+
+
+def _measure_fixed(task, built, options, device, dtype, common, record, result, bar, console, sidecar) -> None:
+    from .references import resolve_reference
+    from .runner import MeasureConfig, measure
+
+    problem = task.problem(device, dtype)
+    reference = resolve_reference(
+        problem, options.reference, options.reference_samples, options.seed, options.chunk_size,
+        progress=_tracker(bar, "reference (REINFORCE-LOO)", options.reference_samples),
+    )
+    result.reference = reference
+    common.update(reference=reference.kind, reference_samples=reference.samples)
+    sidecar["reference"] = {"kind": reference.kind, "samples": reference.samples,
+                            "stderr": {g: reference.stderr(g) for g in reference.gradient}}
+    config = MeasureConfig(options.samples, options.seed, options.chunk_size, options.engine, options.warmup)
+    for estimator in built:
+        advance = _tracker(bar, estimator.label, options.samples)
+        try:
+            measurement = measure(problem, estimator, reference.gradient, config, reference.variance, advance)
+        except Exception as exc:  # a broken (plugin) estimator must not sink the other measurements
+            if os.environ.get("GRADBENCH_DEBUG"):
+                raise
+            measurement = _failed(estimator, problem, f"{type(exc).__name__}: {exc}")
+            _warn(console, estimator, exc)
+        result.measurements.append(measurement)
+        record(measurement_rows(common, measurement))
+
+
+def _train(task, built, options, device, dtype, common, record, result, bar, console, run_dir) -> None:
+    from .training import TrainingSession
+
+    for estimator in built:
+        session = TrainingSession(
+            estimator=estimator, device=device, dtype=dtype, seed=options.seed, samples=options.samples,
+            reference=options.reference, reference_samples=options.reference_samples,
+            chunk_size=options.chunk_size, run_dir=run_dir, record=record, common=common, progress=bar,
+            warmup=options.warmup,
+        )
+        try:
+            task.train(estimator, session)
+        except Exception as exc:
+            if os.environ.get("GRADBENCH_DEBUG"):
+                raise
+            _warn(console, estimator, exc)
+            record([dict(base_row(common, estimator, "", 0), param_group="", n_estimates=0, metric="failed",
+                         value=math.nan, ci_low=math.nan, ci_high=math.nan, status="failed",
+                         message=f"{type(exc).__name__}: {exc}")])
+
+
+def _warn(console, estimator, exc) -> None:
+    if console is not None:
+        console.print(f"[yellow]warning:[/] {estimator.label} failed: {type(exc).__name__}: {exc}", markup=True)
 
 
 def _failed(estimator, problem, message: str):
@@ -200,11 +237,16 @@ def _failed(estimator, problem, message: str):
     return Measurement(estimator, "", groups, 0.0, 0)
 
 
+def base_row(common: dict[str, Any], estimator, family: str, warmup: int) -> dict[str, Any]:
+    """The columns shared by every row of one estimator in one run."""
+    return dict(common, estimator=estimator.name, estimator_version=estimator.version,
+                estimator_params=estimator.params_json(), estimator_label=estimator.label, family=family,
+                warmup=warmup)
+
+
 def measurement_rows(common: dict[str, Any], result, step: int | None = None) -> list[dict[str, Any]]:
     """Tidy rows (one per metric) for one measurement."""
-    est = result.estimator
-    base = dict(common, estimator=est.name, estimator_version=est.version, estimator_params=est.params_json(),
-                estimator_label=est.label, family=result.family, warmup=result.warmup)
+    base = base_row(common, result.estimator, result.family, result.warmup)
     if step is not None:
         base["step"] = step
     rows = []

@@ -1,0 +1,90 @@
+"""Training tasks: train a model with an estimator and measure its gradients along the way.
+
+A :class:`TrainingTask` implements ``train(estimator, session)``. The session is its
+only link to the harness: it gives the device, dtype, seed and options, records
+training curves (``log``), runs gradient measurements at frozen parameters against
+a reference (``measure``), saves checkpoints, and rewrites the run's metrics file
+atomically after every record, so an interrupted run keeps everything up to its
+last completed step.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+
+from .contract import Estimator, Problem, Task
+from .noise import derive_seed
+
+TRAINING_METRIC_GROUP = ""  # param_group of training-curve rows ("train/neg_elbo", "test/accuracy", ...)
+
+
+@dataclass
+class TrainingSession:
+    """What a training task may use. Created by the harness, one per (estimator, seed)."""
+
+    estimator: Estimator
+    device: torch.device
+    dtype: torch.dtype
+    seed: int
+    samples: int
+    reference: str
+    reference_samples: int
+    chunk_size: int
+    run_dir: Path
+    record: Callable[[list[dict[str, Any]]], None]
+    common: dict[str, Any]
+    progress: Any = None
+    notes: list[str] = field(default_factory=list)
+    warmup: int = 0
+
+    def generator(self, purpose: str) -> torch.Generator:
+        """A seeded generator for one purpose ("init", "data", "train"), independent of the others."""
+        g = torch.Generator(self.device)
+        g.manual_seed(derive_seed(self.seed, purpose))
+        return g
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        """Record training-curve values (e.g. {"train/neg_elbo": 112.3}) at ``step``."""
+        from .run import base_row
+
+        rows = [dict(base_row(self.common, self.estimator, "", 0), step=step, param_group=TRAINING_METRIC_GROUP,
+                     n_estimates=0, metric=name, value=float(value), ci_low=math.nan, ci_high=math.nan,
+                     status="ok" if math.isfinite(value) else "failed",
+                     message="" if math.isfinite(value) else "non-finite value")
+                for name, value in values.items()]
+        self.record(rows)
+
+    def measure(self, step: int, problem: Problem, state: Any = None, samples: int | None = None) -> Any:
+        """Reference and gradient measurement at frozen parameters; rows recorded at ``step``."""
+        from .references import resolve_reference
+        from .run import measurement_rows
+        from .runner import MeasureConfig, measure
+
+        reference = resolve_reference(problem, self.reference, self.reference_samples,
+                                      derive_seed(self.seed, "reference", step), self.chunk_size)
+        config = MeasureConfig(samples or self.samples, derive_seed(self.seed, "measure", step), self.chunk_size)
+        result = measure(problem, self.estimator, reference.gradient, config, reference.variance, state=state)
+        common = dict(self.common, reference=reference.kind, reference_samples=reference.samples)
+        self.record(measurement_rows(common, result, step))
+        return result, reference
+
+    def checkpoint_path(self, step: int) -> Path:
+        path = self.run_dir / "_checkpoints" / f"{self.estimator.label}-seed{self.seed}-step{step}.pt"
+        path.parent.mkdir(exist_ok=True)
+        return path
+
+
+class TrainingTask(Task):
+    """A task trained with the estimator (``kind = "training"``)."""
+
+    kind: ClassVar[str] = "training"
+
+    @abstractmethod
+    def train(self, estimator: Estimator, session: TrainingSession) -> None:
+        """Train with ``estimator``; log curves and measure gradients through ``session``."""
