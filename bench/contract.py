@@ -174,6 +174,14 @@ class Problem(ABC):
         """A closed-form gradient ``{name: [*shape]}``, or None to enumerate (or estimate)."""
         return None
 
+    def for_estimator(self, estimator: Estimator) -> Problem:
+        """The problem ``estimator`` is measured on; by default this one.
+
+        An estimator of a different objective (VIMCO's m-sample bound) gets the problem
+        of that objective here, so its reference is that objective's gradient.
+        """
+        return self
+
     def chunk_stats(self, estimator: Estimator, state: Any, noise: dict[str, Tensor], engine: str,
                     reference: dict[str, Tensor] | None) -> dict[str, Chunk] | None:
         """Override to supply :class:`Chunk` statistics without dense per-draw gradients.

@@ -184,11 +184,15 @@ class Objective:
 
     relaxed: f accepts points of the simplex (or real values between outcomes).
     differentiable: f is differentiable in x (straight-through estimators need it).
+    log_joint: for latent-variable tasks that offer importance weights, log p(x, z)
+        per unit (same shapes as fn); multi-sample estimators (VIMCO) combine it
+        with the distribution's own log q(z) into w = p(x, z)/q(z).
     """
 
     fn: Callable[[Tensor], Tensor]
     relaxed: bool = True
     differentiable: bool = True
+    log_joint: Callable[[Tensor], Tensor] | None = None
 
     def __call__(self, x: Tensor, lead: int = 0) -> Tensor:
         """Evaluate on ``x`` with ``lead`` extra leading sample axes before the estimate axis."""

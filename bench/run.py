@@ -181,26 +181,31 @@ def _measure_fixed(task, built, options, device, dtype, common, record, result, 
     from .runner import MeasureConfig, measure
 
     problem = task.problem(device, dtype)
-    reference = resolve_reference(
-        problem, options.reference, options.reference_samples, options.seed, options.chunk_size,
-        progress=_tracker(bar, "reference (REINFORCE-LOO)", options.reference_samples),
-    )
-    result.reference = reference
-    common.update(reference=reference.kind, reference_samples=reference.samples)
-    sidecar["reference"] = {"kind": reference.kind, "samples": reference.samples,
-                            "stderr": {g: reference.stderr(g) for g in reference.gradient}}
+    references: dict[int, Any] = {}  # one per distinct problem (estimators of another objective get their own)
+    sidecar["reference"] = {}
     config = MeasureConfig(options.samples, options.seed, options.chunk_size, options.engine, options.warmup)
     for estimator in built:
+        target = problem.for_estimator(estimator)
+        if id(target) not in references:
+            references[id(target)] = resolve_reference(
+                target, options.reference, options.reference_samples, options.seed, options.chunk_size,
+                progress=_tracker(bar, "reference (REINFORCE-LOO)", options.reference_samples),
+            )
+        reference = references[id(target)]
+        result.reference = result.reference or reference
+        sidecar["reference"][estimator.label] = {"kind": reference.kind, "samples": reference.samples,
+                                                 "stderr": {g: reference.stderr(g) for g in reference.gradient}}
+        rows_common = dict(common, reference=reference.kind, reference_samples=reference.samples)
         advance = _tracker(bar, estimator.label, options.samples)
         try:
-            measurement = measure(problem, estimator, reference.gradient, config, reference.variance, advance)
+            measurement = measure(target, estimator, reference.gradient, config, reference.variance, advance)
         except Exception as exc:  # a broken (plugin) estimator must not sink the other measurements
             if os.environ.get("GRADBENCH_DEBUG"):
                 raise
-            measurement = _failed(estimator, problem, f"{type(exc).__name__}: {exc}")
+            measurement = _failed(estimator, target, f"{type(exc).__name__}: {exc}")
             _warn(console, estimator, exc)
         result.measurements.append(measurement)
-        record(measurement_rows(common, measurement))
+        record(measurement_rows(rows_common, measurement))
 
 
 def _train(task, built, options, device, dtype, common, record, result, bar, console, run_dir) -> None:

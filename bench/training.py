@@ -66,6 +66,7 @@ class TrainingSession:
         from .run import measurement_rows
         from .runner import MeasureConfig, measure
 
+        problem = problem.for_estimator(self.estimator)
         reference = resolve_reference(problem, self.reference, self.reference_samples,
                                       derive_seed(self.seed, "reference", step), self.chunk_size)
         config = MeasureConfig(samples or self.samples, derive_seed(self.seed, "measure", step), self.chunk_size)
