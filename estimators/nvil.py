@@ -9,8 +9,10 @@ moving averages with ``decay`` (the paper's α).
 Context. c_ψ conditions on ``Objective.context``, per-unit inputs ``[*units, C]``
 the task provides (the images of an image batch): c_ψ is then a one-hidden-layer
 tanh network C → hidden → 1 shared by all units. A task without context gets one
-learned constant per unit instead. The network is created at the first update,
-when the context's width is known, from a seed drawn by ``init``.
+learned constant per unit instead, which only makes sense when the units are the
+same at every step (fixed problems): training tasks whose batches change must
+provide a context. The network is created at the first update, when the context's
+width is known, from a seed drawn by ``init``.
 
 Unbiased without normalisation. With it the estimate is the unbiased one divided
 by s, a state-dependent scale (the paper's choice for training; report it as such).
