@@ -211,7 +211,8 @@ def _estimator_table() -> Table:
         info = estimators.info(name)
         cap = info.capabilities
         caps = [
-            "unbiased" if cap["unbiased"] else "biased",
+            ("unbiased" + _when(cap["unbiased"])) if isinstance(cap["unbiased"], str)
+            else "unbiased" if cap["unbiased"] else "biased",
             "families: " + ", ".join("any" if f == "*" else f for f in cap["families"]),
             f"f evaluations: {cap['evaluations']}",
         ]

@@ -187,17 +187,31 @@ class Objective:
     log_joint: for latent-variable tasks that offer importance weights, log p(x, z)
         per unit (same shapes as fn); multi-sample estimators (VIMCO) combine it
         with the distribution's own log q(z) into w = p(x, z)/q(z).
+    context: per-unit inputs ``[*batch[:units], C]`` that an input-dependent
+        baseline (NVIL's c_ψ(x)) may condition on, such as the images of an image
+        batch; None when the problem has no input. Never differentiated.
     """
 
     fn: Callable[[Tensor], Tensor]
     relaxed: bool = True
     differentiable: bool = True
     log_joint: Callable[[Tensor], Tensor] | None = None
+    context: Tensor | None = None
 
     def __call__(self, x: Tensor, lead: int = 0) -> Tensor:
         """Evaluate on ``x`` with ``lead`` extra leading sample axes before the estimate axis."""
-        if lead == 0:
-            return self.fn(x)
-        shape = x.shape[: lead + 1]
-        out = self.fn(x.reshape(-1, *x.shape[lead + 1 :]))
-        return out.reshape(*shape, *out.shape[1:])
+        return _with_lead(self.fn, x, lead)
+
+    def joint(self, x: Tensor, lead: int = 0) -> Tensor:
+        """log p(x, z) per unit (tasks offering importance weights), with ``lead`` as in ``__call__``."""
+        if self.log_joint is None:
+            raise TypeError("this objective offers no log_joint (the task does not offer importance_weights)")
+        return _with_lead(self.log_joint, x, lead)
+
+
+def _with_lead(fn: Callable[[Tensor], Tensor], x: Tensor, lead: int) -> Tensor:
+    if lead == 0:
+        return fn(x)
+    shape = x.shape[: lead + 1]
+    out = fn(x.reshape(-1, *x.shape[lead + 1 :]))
+    return out.reshape(*shape, *out.shape[1:])

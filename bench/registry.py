@@ -30,9 +30,16 @@ BUILTIN_MODULES = {
         "gradbench.estimators.relaxed",
         "gradbench.estimators.gumbel_rao",
         "gradbench.estimators.gst",
+        "gradbench.estimators.nvil",
+        "gradbench.estimators.vimco",
+        "gradbench.estimators.taylor",
+        "gradbench.estimators.binary",
+        "gradbench.estimators.rebar",
+        "gradbench.estimators.indecater",
     ],
     "task": [
         "gradbench.tasks.toy",
+        "gradbench.tasks.toy_latent",
     ],
 }
 

@@ -9,6 +9,7 @@ reference the vectorised engine is tested against, and both see identical noise.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .contract import Chunk, Estimator, Problem
-from .distributions import Distribution, Objective
+from .distributions import Distribution
 from .errors import UserError
 from .noise import NoiseSource, derive_seed
 from .stats import GroupStats, GroupSummary
@@ -76,7 +77,8 @@ class View:
         f = problem.objective
         if self._viewed:
             to_native = self._native.from_categorical
-            self.objective = Objective(lambda x: f.fn(to_native(x)), f.relaxed, f.differentiable)
+            joint = None if f.log_joint is None else (lambda x: f.log_joint(to_native(x)))
+            self.objective = dataclasses.replace(f, fn=lambda x: f.fn(to_native(x)), log_joint=joint)
         else:
             self.objective = f
         self.template = self.distribution(replicate(problem.parameters(), 1))

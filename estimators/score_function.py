@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from gradbench.contract import Estimator, Surrogate
+from gradbench.distributions import Distribution
 from gradbench.noise import NoiseSpec
 from gradbench.params import param
 from gradbench.registry import estimators
@@ -31,6 +32,17 @@ def score_surrogate(f_value: Tensor, log_prob: Tensor, baseline: Tensor | float 
 def sum_units(value: Tensor) -> Tensor:
     """``[n, *units] -> [n]``: the objective is additive over units."""
     return value.reshape(value.shape[0], -1).sum(1)
+
+
+def per_variable(value: Tensor, dist: Distribution) -> Tensor:
+    """Per-unit values ``[*lead, n, *units]`` -> ``[*lead, n, *units, 1, ...]``, broadcasting against ``[*lead, n, *batch]``."""
+    return value.reshape(*value.shape, *([1] * (len(dist.batch_shape) - dist.units)))
+
+
+def sum_to_units(x: Tensor, dist: Distribution, lead: int = 0) -> Tensor:
+    """``[*lead, n, *batch, ...] -> [*lead, n, *units]``: sum over each unit's variables (and event axis)."""
+    keep = lead + 1 + dist.units
+    return x.reshape(*x.shape[:keep], -1).sum(-1)
 
 
 @estimators.register

@@ -6,8 +6,14 @@ toy-quadratic: D ~ Categorical(softmax(θ)) over K outcomes, f(D) = Σ_k (D_k �
     estimators see, and why they are biased here.
 toy-bernoulli: b_d ~ Bernoulli(σ(θ_d)), f(b) = Σ_d (b_d − t)², t = 0.499 by default:
     the true gradient σ'(θ)(1 − 2t) is tiny next to f, the classic case (REBAR, RELAX)
-    where biased estimators get the sign wrong. Exact by the closed form
-    E f = Σ_d σ_d (1 − t)² + (1 − σ_d) t², checked against enumeration in the tests.
+    where biased estimators get the sign wrong. ``objective='sine'`` takes
+    f(b) = Σ_d sin(3(b_d − t)) instead: not quadratic on [0, 1], so a first-order Taylor
+    expansion is not exact between the outcomes (DARN's bias shows; MuProp stays
+    unbiased). Both objectives are sums of per-variable terms f_d, so the exact
+    gradient enumerates each variable's two outcomes, whatever D (200, the binary
+    VAE's latent size, included): ∂/∂θ_d E f = σ'(θ_d)·(f_d(1) − f_d(0)), computed as
+    autograd of Σ_d σ_d f_d(1) + (1 − σ_d) f_d(0) and checked against full
+    enumeration over the 2^D outcomes in the tests.
 """
 
 from __future__ import annotations
@@ -76,14 +82,24 @@ class ToyQuadratic(Task):
         return QuadraticProblem(as_tensor(self.logits), as_tensor(self.target), mask)
 
 
+SINE_FREQUENCY = 3.0  # sin(3(b − t)) spans about ±1.5 rad over b ∈ [0, 1]: clearly S-shaped, not quadratic
+
+# Per-variable terms f_d(b_d; t) of the factorised toy-bernoulli objectives.
+BERNOULLI_OBJECTIVES = {
+    "quadratic": lambda b, t: (b - t) ** 2,
+    "sine": lambda b, t: torch.sin(SINE_FREQUENCY * (b - t)),
+}
+
+
 class BernoulliProblem(Problem):
-    """E_{b_d ~ Bernoulli(σ(θ_d))} Σ_d (b_d − t)² for logits θ ``[D]`` and a scalar target t."""
+    """E_{b_d ~ Bernoulli(σ(θ_d))} Σ_d f_d(b_d) for logits θ ``[D]``, a scalar target t and a per-variable term."""
 
     family = "bernoulli"
 
-    def __init__(self, logits: Tensor, target: float):
+    def __init__(self, logits: Tensor, target: float, objective: str = "quadratic"):
         self.logits, self.target = logits, target
-        self.objective = Objective(lambda b: ((b - target) ** 2).sum(-1))
+        self.term = BERNOULLI_OBJECTIVES[objective]
+        self.objective = Objective(lambda b: self.term(b, target).sum(-1))
 
     def parameters(self):
         return {"logits": self.logits}
@@ -92,16 +108,17 @@ class BernoulliProblem(Problem):
         return Bernoulli(params["logits"])
 
     def exact_gradient(self):
+        # Per-variable enumeration: the objective is a sum of one-variable terms.
         logits = self.logits.detach().clone().requires_grad_(True)
-        p, t = torch.sigmoid(logits), self.target
-        expectation = (p * (1 - t) ** 2 + (1 - p) * t**2).sum()
+        p, one, zero = torch.sigmoid(logits), torch.ones_like(logits), torch.zeros_like(logits)
+        expectation = (p * self.term(one, self.target) + (1 - p) * self.term(zero, self.target)).sum()
         return {"logits": torch.autograd.grad(expectation, logits)[0]}
 
 
 @tasks.register
 @dataclass(frozen=True)
 class ToyBernoulli(Task):
-    """Independent Bernoullis, f(b) = Σ_d (b_d − t)² with t = 0.499: a tiny true gradient under a large f."""
+    """Independent Bernoullis, f(b) = Σ_d (b_d − t)² with t = 0.499 (or a sine): exact per variable, any D."""
 
     name = "toy-bernoulli"
     families = ("bernoulli", "categorical")
@@ -112,6 +129,8 @@ class ToyBernoulli(Task):
     logits: tuple = param((0.0,), "logit θ_d: one value for every variable, or one per variable", kind="floats",
                           min_len=1)
     target: float = param(0.499, "target t in f(b) = Σ_d (b_d − t)²")
+    objective: str = param("quadratic", "'quadratic': Σ_d (b_d − t)²; 'sine': Σ_d sin(3(b_d − t)), not quadratic",
+                           choices=tuple(BERNOULLI_OBJECTIVES))
 
     def __post_init__(self):
         if self.dim is None:
@@ -122,4 +141,4 @@ class ToyBernoulli(Task):
 
     def problem(self, device, dtype):
         logits = torch.tensor(self.logits, device=device, dtype=dtype).expand(self.dim).clone()
-        return BernoulliProblem(logits, self.target)
+        return BernoulliProblem(logits, self.target, self.objective)

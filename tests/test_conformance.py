@@ -11,7 +11,7 @@ import itertools
 import pytest
 import torch
 
-from conftest import BIAS_FLOORS, measure_spec, problem_of
+from conftest import BIAS_FLOORS, bias_ok, is_unbiased, measure_spec, problem_of
 from gradbench.noise import NoiseSource
 from gradbench.registry import compatibility, estimators, tasks
 from gradbench.runner import View, init_state, per_draw_gradients, warm_up
@@ -21,8 +21,11 @@ EXTRA_TASKS = [
     # A masked categorical: every estimator that declares masks must handle -inf logits.
     "toy-quadratic(logits=[0.3, -0.2, 1.0, 0.5, 0.1], target=[0.1, 0.6, 0.2, 0.1, 0.0], mask=[1, 0, 1, 1, 1])",
     "toy-bernoulli(logits=[-1.0, 0.5, 2.0], target=0.3)",
+    # Not quadratic: first-order Taylor baselines are not exact (the must-show unbiasedness case).
+    "toy-bernoulli(objective='sine', logits=[0.5, -1.0, 0.0, 1.5])",
 ]
-EXTRA_ESTIMATORS = ["gst(gap='p')", "gst(hard=False, tau=0.5)", "gst(gap=0.0)", "rloo(m=2)", "gr-mc(k=1)"]
+EXTRA_ESTIMATORS = ["gst(gap='p')", "gst(hard=False, tau=0.5)", "gst(gap=0.0)", "rloo(m=2)", "gr-mc(k=1)",
+                    "nvil(normalize=True)", "vimco(m=2)", "rebar(adapt=False)"]
 
 
 def _fixed_tasks():
@@ -87,10 +90,12 @@ def test_same_seed_same_numbers(task_spec, est_spec):
         same = lambda m: {k: v for k, v in m.groups[group].metrics.items() if k not in timing}  # noqa: E731
         assert same(a) == same(b)  # bit for bit
         assert torch.equal(a.groups[group].mean, b.groups[group].mean)
-        assert a.groups[group].metrics["variance"] != c.groups[group].metrics["variance"]
+        mean_sq = float(a.groups[group].mean @ a.groups[group].mean)
+        if a.groups[group].metrics["variance"].value > 1e-12 * mean_sq:  # else deterministic: nothing to vary
+            assert a.groups[group].metrics["variance"] != c.groups[group].metrics["variance"]
 
 
-UNBIASED = [p for p in PAIRS if estimators.info(parse_spec(p.values[1]).name).capabilities["unbiased"]]
+UNBIASED = [p for p in PAIRS if is_unbiased(p.values[1])]
 
 
 @pytest.mark.parametrize("task_spec, est_spec", UNBIASED)
@@ -98,7 +103,7 @@ def test_unbiased_estimators_match_the_exact_gradient(task_spec, est_spec):
     result, _ = measure_spec(task_spec, est_spec, samples=200_000, seed=11, warmup=200)
     for group, summary in result.groups.items():
         bias, floor = summary.metrics["bias_norm"].value, summary.metrics["bias_noise_floor"].value
-        assert bias <= BIAS_FLOORS * floor, f"{est_spec}: bias {bias:.3g} > {BIAS_FLOORS} × floor {floor:.3g}"
+        assert bias_ok(summary), f"{est_spec}: bias {bias:.3g} > {BIAS_FLOORS} × floor {floor:.3g}"
 
 
 @pytest.mark.parametrize("est_spec", ["stgs", "st", "gumbel-softmax", "gst", "gst(gap='p')", "gr-mc"])
