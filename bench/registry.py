@@ -30,9 +30,11 @@ BUILTIN_MODULES = {
         "gradbench.estimators.relaxed",
         "gradbench.estimators.gumbel_rao",
         "gradbench.estimators.gst",
+        "gradbench.estimators.gengs",
     ],
     "task": [
         "gradbench.tasks.toy",
+        "gradbench.tasks.counts",
     ],
 }
 

@@ -22,7 +22,8 @@ EXTRA_TASKS = [
     "toy-quadratic(logits=[0.3, -0.2, 1.0, 0.5, 0.1], target=[0.1, 0.6, 0.2, 0.1, 0.0], mask=[1, 0, 1, 1, 1])",
     "toy-bernoulli(logits=[-1.0, 0.5, 2.0], target=0.3)",
 ]
-EXTRA_ESTIMATORS = ["gst(gap='p')", "gst(hard=False, tau=0.5)", "gst(gap=0.0)", "rloo(m=2)", "gr-mc(k=1)"]
+EXTRA_ESTIMATORS = ["gst(gap='p')", "gst(hard=False, tau=0.5)", "gst(gap=0.0)", "rloo(m=2)", "gr-mc(k=1)",
+                    "gengs(hard=True)", "gengs(n=3, tail='renormalize', tau=0.5)"]
 
 
 def _fixed_tasks():
