@@ -131,6 +131,14 @@ class Estimator(_Configured, ABC):
         """New state after one step (stateless estimators return ``state``)."""
         return state
 
+    def diagnostics(self, dist: Distribution) -> dict[str, float]:
+        """Facts about this configuration on ``dist`` (GenGS: truncation level, dropped mass).
+
+        Recorded with every measurement as extra metric rows (no interval). Called once per
+        measurement, never in a hot loop, so it may compute on the host.
+        """
+        return {}
+
 
 @dataclass
 class Chunk:
@@ -181,6 +189,14 @@ class Problem(ABC):
         of that objective here, so its reference is that objective's gradient.
         """
         return self
+
+    def diagnostics(self, family: str) -> dict[str, float]:
+        """Facts about this problem as seen through ``family`` (the native family or a view).
+
+        Recorded with every measurement as extra metric rows (no interval), e.g. the tail
+        mass a truncated enumeration or a truncated categorical view leaves out.
+        """
+        return {}
 
     def chunk_stats(self, estimator: Estimator, state: Any, noise: dict[str, Tensor], engine: str,
                     reference: dict[str, Tensor] | None) -> dict[str, Chunk] | None:

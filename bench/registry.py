@@ -36,10 +36,12 @@ BUILTIN_MODULES = {
         "gradbench.estimators.binary",
         "gradbench.estimators.rebar",
         "gradbench.estimators.indecater",
+        "gradbench.estimators.gengs",
     ],
     "task": [
         "gradbench.tasks.toy",
         "gradbench.tasks.toy_latent",
+        "gradbench.tasks.counts",
     ],
 }
 

@@ -259,9 +259,11 @@ def measurement_rows(common: dict[str, Any], result, step: int | None = None) ->
         head = dict(base, param_group=group, n_estimates=summary.n, status=summary.status, message=summary.message)
         if summary.status != "ok":
             rows.append(dict(head, metric="failed", value=math.nan, ci_low=math.nan, ci_high=math.nan))
-            continue
         for name, m in summary.metrics.items():
             rows.append(dict(head, metric=name, value=m.value, ci_low=m.ci_low, ci_high=m.ci_high))
+        # Diagnostics describe the whole measurement: repeated on each group so any group's rows are complete.
+        for name, value in result.extra.items():
+            rows.append(dict(head, metric=name, value=float(value), ci_low=math.nan, ci_high=math.nan))
     return rows
 
 

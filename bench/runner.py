@@ -41,7 +41,11 @@ class MeasureConfig:
 
 @dataclass
 class Measurement:
-    """Result of measuring one estimator on one problem."""
+    """Result of measuring one estimator on one problem.
+
+    extra: descriptive facts ``{name: float}`` (problem and estimator diagnostics), stored
+    as metric rows without intervals.
+    """
 
     estimator: Estimator
     family: str
@@ -195,7 +199,8 @@ def measure(problem: Problem, estimator: Estimator, reference: dict[str, Tensor]
             progress(stop - start)
     rv = reference_variance or {}
     summaries = {g: acc.finish(rv.get(g, 0.0)) for g, acc in accumulators.items()}
-    return Measurement(estimator, view.family, summaries, time.perf_counter() - started, warmup, state)
+    extra = {**problem.diagnostics(view.family), **estimator.diagnostics(view.template)}
+    return Measurement(estimator, view.family, summaries, time.perf_counter() - started, warmup, state, extra)
 
 
 def _device_dtype(view: View) -> tuple[torch.device, torch.dtype]:

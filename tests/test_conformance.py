@@ -25,7 +25,8 @@ EXTRA_TASKS = [
     "toy-bernoulli(objective='sine', logits=[0.5, -1.0, 0.0, 1.5])",
 ]
 EXTRA_ESTIMATORS = ["gst(gap='p')", "gst(hard=False, tau=0.5)", "gst(gap=0.0)", "rloo(m=2)", "gr-mc(k=1)",
-                    "nvil(normalize=True)", "vimco(m=2)", "rebar(adapt=False)"]
+                    "nvil(normalize=True)", "vimco(m=2)", "rebar(adapt=False)",
+                    "gengs(hard=True)", "gengs(n=3, tail='renormalize', tau=0.5)"]
 
 
 def _fixed_tasks():
