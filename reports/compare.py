@@ -135,36 +135,30 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, metrics: tuple[str
 
 
 def _failures_as_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """A failed measurement is one row "status" = 1 for its key (0 where it succeeded), so it can be matched."""
+    """Each measurement (one run's rows of one key but the metric) becomes one more row, metric
+    "status", value 1 when it failed and 0 when it succeeded, so failures are matched like metrics."""
     measurement = ["_side", "run_id", *[k for k in KEY if k != "metric"]]
-    status = df.groupby(measurement, sort=False, dropna=False).agg(
-        failed=("status", lambda s: (s != "ok").any()), first=("metric", "first")).reset_index()
-    template = df.drop_duplicates(measurement).set_index(measurement)
-    rows = template.loc[pd.MultiIndex.from_frame(status[measurement])].reset_index()
-    rows["metric"], rows["value"] = "status", status["failed"].astype(float).to_numpy()
-    rows["ci_low"] = rows["ci_high"] = np.nan
-    rows["status"] = "ok"
-    return pd.concat([df[(df["status"] == "ok") & (df["metric"] != "failed")], rows], ignore_index=True)
+    failed = (df["status"] != "ok").astype(float).groupby([df[c] for c in measurement], sort=False,
+                                                          dropna=False).transform("max")
+    status = df.assign(metric="status", value=failed, ci_low=np.nan, ci_high=np.nan, status="ok")
+    ok = df[(df["status"] == "ok") & (df["metric"] != "failed")]
+    return pd.concat([ok, status.drop_duplicates(measurement)], ignore_index=True)
 
 
 def _summarise(df: pd.DataFrame) -> pd.DataFrame:
-    """Per key: pooled value, se, dof, the set of context values and all raw values (for identity)."""
+    """Per key: pooled value, se, dof, the context (versions, device, dtype) and all raw values (for identity)."""
     if df.empty:
         cols = KEY + ["value", "se", "dof", "n", "method", "seed_dependent", "training", "task_label",
                       "estimator_label", "context", "values", "seeds"]
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     pooled = pool(df, KEY)
-    extra = df.groupby(KEY, sort=False, dropna=False).agg(
-        task_label=("task_label", "first"), estimator_label=("estimator_label", "first"),
-        context=(list(CONTEXT)[0], lambda s: _context(df.loc[s.index])),
-        values=("value", lambda s: tuple(sorted(s.to_numpy().tolist()))),
-        seeds=("seed", lambda s: tuple(sorted(set(s.tolist())))), training=("training", "any"),
-    ).reset_index()
+    # One string per row for its context; a key whose rows disagree shows all of them.
+    df = df.assign(_context=df[list(CONTEXT)].astype(str).agg(" | ".join, axis=1)).sort_values(KEY + ["value"])
+    grouped = df.groupby(KEY, sort=False, dropna=False)
+    extra = grouped.agg(task_label=("task_label", "first"), estimator_label=("estimator_label", "first"),
+                        context=("_context", lambda s: " / ".join(sorted(set(s)))), values=("value", tuple),
+                        seeds=("seed", lambda s: tuple(sorted(set(s)))), training=("training", "any")).reset_index()
     return pooled.merge(extra, on=KEY)
-
-
-def _context(rows: pd.DataFrame) -> tuple:
-    return tuple(tuple(sorted(set(rows[c].astype(str)))) for c in CONTEXT)
 
 
 def _skip_reasons(merged: pd.DataFrame) -> pd.Series:
@@ -175,9 +169,12 @@ def _skip_reasons(merged: pd.DataFrame) -> pd.Series:
         elif side == "right_only":
             reasons.append("only in current")
         elif ctx_b != ctx_c:
-            what = [f"{name} {'/'.join(b)} → {'/'.join(c)}" for name, b, c in zip(CONTEXT.values(), ctx_b, ctx_c)
-                    if b != c]
-            reasons.append("different " + ", ".join(what))
+            parts_b, parts_c = ctx_b.split(" | "), ctx_c.split(" | ")
+            if len(parts_b) == len(parts_c) == len(CONTEXT):
+                what = [f"{name} {b} → {c}" for name, b, c in zip(CONTEXT.values(), parts_b, parts_c) if b != c]
+                reasons.append("different " + ", ".join(what))
+            else:  # one side mixes several versions, devices or dtypes
+                reasons.append(f"different {' / '.join(CONTEXT.values())}: {ctx_b} → {ctx_c}")
         else:
             reasons.append("")
     return pd.Series(reasons, index=merged.index, dtype=object)

@@ -48,15 +48,21 @@ def _complete(colours: dict | None, labels) -> dict:
     return colours if colours and set(labels) <= set(colours) else palette(labels)
 
 
-def _figure(n_panels: int, ncols: int = 3, panel=PANEL, nrows: int | None = None):
+def _figure(n_panels: int, ncols: int = 3, panel=PANEL, nrows: int | None = None, heights: list | None = None):
+    """A constrained-layout figure on the Agg canvas with a grid of panels (``heights``: one column,
+    panel heights in inches)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    ncols = min(ncols, n_panels) if nrows is None else ncols
-    nrows = nrows or math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
+    if heights:
+        ncols, nrows, size = 1, len(heights), (panel[0], sum(heights) + 0.6)
+    else:
+        ncols = min(ncols, n_panels) if nrows is None else ncols
+        nrows = nrows or math.ceil(n_panels / ncols)
+        size = (panel[0] * ncols, panel[1] * nrows)
+    fig = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    axes = fig.subplots(nrows, ncols, squeeze=False, height_ratios=heights)
     for ax in axes.flat[n_panels:]:
         ax.set_visible(False)
     return fig, axes
@@ -123,13 +129,8 @@ def variance_figure(df: pd.DataFrame, metric: str = "variance", colours: dict | 
     panels = list(data.assign(name=names).groupby(["task_label", "param_group"], sort=True))
     heights = [0.8 + 0.3 * len(p) for _, p in panels]
     with _style():
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=(7.0, sum(heights) + 0.6), layout="constrained")
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
-        for ax, ((task, group), p) in zip(axes, panels):
+        fig, axes = _figure(len(panels), panel=(7.0, 0), heights=heights)
+        for ax, ((task, group), p) in zip(axes.flat, panels):
             y = np.arange(len(p))
             for name, at in p.assign(y=y).groupby("name"):  # one errorbar call per colour
                 ax.errorbar(at["value"], at["y"], xerr=_log_err(at["value"], at["ci_low"], at["ci_high"]), fmt="o",
@@ -248,6 +249,7 @@ def sweep_data(df: pd.DataFrame, key: str) -> pd.DataFrame:
 def sweep_figure(df: pd.DataFrame, key: str):
     """Variance (top) and bias (bottom) against ``key``, one column per task, one line per estimator."""
     import seaborn as sns
+    from matplotlib.ticker import NullLocator
 
     data = sweep_data(df, key)
     if data.empty:
@@ -270,7 +272,7 @@ def sweep_figure(df: pd.DataFrame, key: str):
                 _log_limits(ax, "y", p["value"], p["ci_low"], p["ci_high"])
                 if (p["x"] > 0).all() and p["x"].max() / p["x"].min() >= 8:
                     ax.set_xscale("log")
-                    ax.minorticks_off()
+                    ax.xaxis.set_minor_locator(NullLocator())  # the swept values are the ticks
                 ticks = sorted(p["x"].unique())
                 ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
                 ax.set_xlabel(key)
@@ -307,6 +309,7 @@ def curves_data(df: pd.DataFrame) -> pd.DataFrame:
 
 def _lines_figure(data: pd.DataFrame, panels: list[tuple], title: str, colours: dict, log: bool):
     import seaborn as sns
+    from matplotlib.ticker import MaxNLocator
 
     with _style():
         fig, axes = _figure(len(panels), ncols=3)
@@ -319,6 +322,7 @@ def _lines_figure(data: pd.DataFrame, panels: list[tuple], title: str, colours: 
             if log:
                 ax.set_yscale("log")
                 _log_limits(ax, "y", p["value"], p["ci_low"], p["ci_high"])
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("step (epoch)")
             ax.set_ylabel(ylabel)
             ax.set_title(name)

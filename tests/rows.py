@@ -1,4 +1,4 @@
-"""Synthetic results rows in the store's schema, for tests of reports and comparisons."""
+"""Helpers for tests of reports and comparisons: synthetic rows in the store's schema, a fixture."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 from datetime import datetime, timezone
 
 import pandas as pd
+import pytest
 from scipy import stats as sps
 
 from gradbench import store
@@ -52,3 +53,14 @@ def estimator_fields(label: str, **params) -> dict:
                 "reinforce": {}, "gr-mc": {"k": 10, "tau": 1.0}}[name]
     return dict(estimator=name, estimator_params=json.dumps({**defaults, **params}, sort_keys=True),
                 estimator_label=label)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is several times faster, far more so on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

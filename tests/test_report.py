@@ -160,15 +160,22 @@ def test_summary_table_mean_and_std_over_seeds_per_estimator_and_tau():
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     """Real runs: toy-quadratic (two seeds, a τ sweep), toy-bernoulli, and a tiny training task."""
+    import torch
+
     out = tmp_path_factory.mktemp("results")
     base = ["--samples", "400", "--device", "cpu", "--out", str(out)]
-    for seed in ("0", "1"):
-        r = runner.invoke(app, ["run", "-t", "toy-quadratic", "-e", "stgs", "-e", "gst", "-e", "rloo",
-                                "-e", "stgs(tau=0.5)", "-e", "stgs(tau=2.0)", "--seed", seed, *base])
-        assert r.exit_code == 0, r.output
-    assert runner.invoke(app, ["run", "-t", "toy-bernoulli", "-e", "stgs", "-e", "rloo", *base]).exit_code == 0
-    for seed in (0, 1):
-        write_training_run(out, ["stgs", "gst"], seed, samples=200, task=ToyTraining(steps=2, measure_every=2))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster
+    try:
+        for seed in ("0", "1"):
+            r = runner.invoke(app, ["run", "-t", "toy-quadratic", "-e", "stgs", "-e", "gst", "-e", "rloo",
+                                    "-e", "stgs(tau=0.5)", "-e", "stgs(tau=2.0)", "--seed", seed, *base])
+            assert r.exit_code == 0, r.output
+        assert runner.invoke(app, ["run", "-t", "toy-bernoulli", "-e", "stgs", "-e", "rloo", *base]).exit_code == 0
+        for seed in (0, 1):
+            write_training_run(out, ["stgs", "gst"], seed, samples=200, task=ToyTraining(steps=2, measure_every=2))
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
