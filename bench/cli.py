@@ -110,8 +110,11 @@ def run(
                          chunk_size, warmup)
     if suite is None:
         if task is None:
-            raise UserError("give --task and --estimator (or --suite NAME); see 'gradbench list'")
-        plans = [prepare(task, estimator or [], options)]
+            raise UserError("Missing option '--task': give a task spec (or --suite NAME); see 'gradbench list tasks'")
+        if not estimator:
+            raise UserError("Missing option '--estimator': give at least one estimator spec; "
+                            "see 'gradbench list estimators'")
+        plans = [prepare(task, estimator, options)]
     else:
         if task is not None or estimator:
             raise UserError("--suite names its own tasks and estimators; drop --task and --estimator")

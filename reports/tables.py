@@ -51,7 +51,7 @@ def cell(mean: float, std: float) -> str:
 
 
 def wide_tables(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(title, table) per task and group: rows τ × estimator, columns seeds and one per metric."""
+    """(title, table) per task and group: rows τ × estimator, columns τ, estimator, seeds, one per metric."""
     tables = []
     for (task, group), part in summary.groupby(SECTION, sort=False):
         part = part.assign(cell=[cell(m, s) for m, s in zip(part["mean"], part["std"])],
@@ -61,8 +61,9 @@ def wide_tables(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         seeds = part.groupby(ROW, sort=False)["seeds"].max()
         wide = wide.reindex(columns=metrics).fillna("–")
         wide.insert(0, "seeds", seeds.reindex(wide.index).astype(int))
+        wide.columns.name = None
         title = task if group == CURVE_GROUP else f"{task} · {group}"
-        tables.append((title, wide.reset_index()))
+        tables.append((title, wide.reset_index().rename(columns={"tau": "τ"})))
     return tables
 
 
@@ -71,8 +72,7 @@ def to_markdown(summary: pd.DataFrame) -> str:
              "Fixed tasks: gradient metrics at the task's parameters. Training tasks: the last logged value "
              "of each curve. τ is the estimator's temperature (– when it has none).", ""]
     for title, table in wide_tables(summary):
-        header = ["τ" if c == "tau" else str(c) for c in table.columns]
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |",
+        lines += [f"## {title}", "", "| " + " | ".join(map(str, table.columns)) + " |",
                   "|" + "|".join("---:" if c not in ("estimator",) else "---" for c in table.columns) + "|"]
         lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
         lines.append("")
@@ -91,7 +91,7 @@ def to_latex(summary: pd.DataFrame) -> str:
     """One booktabs tabular per task and group (needs \\usepackage{booktabs})."""
     parts = ["% gradbench summary: mean ± std over seeds (requires \\usepackage{booktabs})"]
     for title, table in wide_tables(summary):
-        header = ["τ" if c == "tau" else str(c) for c in table.columns]
+        header = list(map(str, table.columns))
         spec = "".join("l" if c == "estimator" else "r" for c in table.columns)
         parts += [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex(title)}: mean $\pm$ std over seeds}}",
                   rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(_tex(h) for h in header) + r" \\",

@@ -92,7 +92,7 @@ def test_bad_suite_commands_write_nothing(tmp_path):
         (["--suite", "small", "--suite-file", str(path)], "unknown estimator 'rlo'"),  # checked before any run
         (["--suite", "ci", "--task", "toy-quadratic"], "--suite names its own tasks"),
         (["--suite", "ci", "--suite-file", str(tmp_path / "none.toml")], "no suites file"),
-        ([], "give --task and --estimator (or --suite NAME)"),
+        ([], "Missing option '--task': give a task spec (or --suite NAME)"),
     ]
     for args, message in cases:
         result = runner.invoke(app, ["run", *args, "--out", str(out)])
