@@ -81,7 +81,7 @@ def test_degraded_estimator_is_caught_and_unchanged_one_is_not(tmp_path, monkeyp
 
 
 def test_different_seeds_raise_no_false_alarm_over_20_seeds(one_thread):
-    """Each comparison runs ~30 tests at family-wise α = 0.01 (Holm), so P(any alarm in 20) ≤ 0.18 if
+    """Each comparison tests ~47 metrics at family-wise α = 0.01 (Holm), so P(any alarm in 20) ≤ 0.18 if
     the tests were exactly calibrated at the level; the 1.25 factor on top makes an alarm far rarer
     (observed: 0 of 20 here, 0 of 100 in the slow test at the ci suite's own sizes)."""
     suite = load_suite("ci").with_options(samples=1000, warmup=100)
