@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from gradbench.cli import app
 from gradbench.contract import Surrogate
-from gradbench.estimators.gst import GST
 from gradbench.noise import NoiseSpec
+from gradbench.registry import estimators
 from gradbench.reports.compare import compare
 from gradbench.store import read_results
 from gradbench.suites import load_suite
@@ -68,7 +68,7 @@ def test_degraded_estimator_is_caught_and_unchanged_one_is_not(tmp_path, monkeyp
 
     rows = read_results(base)
     variance = rows[(rows.estimator == "gst") & (rows.metric == "variance")]["value"].iloc[0]
-    degrade(monkeypatch, GST, sigma=np.sqrt(0.5 * variance / 10))  # K = 10 logits: +50% variance
+    degrade(monkeypatch, estimators.load("gst"), sigma=np.sqrt(0.5 * variance / 10))  # K = 10 logits: +50% variance
     worse = run_suite(tmp_path, "worse")
     result = runner.invoke(app, ["compare", str(base), str(worse), "--csv", str(tmp_path / "c.csv")])
     assert result.exit_code == 1, result.output

@@ -16,8 +16,10 @@ import torch
 from gradbench import __version__, store
 from gradbench.noise import NoiseSource
 from gradbench.registry import estimators
-from gradbench.tasks.toy import DEFAULT_LOGITS, DEFAULT_TARGET, QuadraticProblem
 from gradbench.training import TrainingSession, TrainingTask
+
+# gradbench.tasks.toy is imported inside the methods: importing a registered module before the
+# registry first loads its catalog changes what the registry reports (tests/test_registry.py).
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,16 @@ class ToyTraining(TrainingTask):
     measure_every: int = 2
 
     def _problem(self, logits):
+        from gradbench.tasks.toy import DEFAULT_TARGET, QuadraticProblem
+
         target = torch.tensor(DEFAULT_TARGET, dtype=logits.dtype)
         return QuadraticProblem(logits, target, None)
 
     def train(self, estimator, session: TrainingSession) -> None:
+        from gradbench.tasks.toy import DEFAULT_LOGITS
+
         logits = torch.tensor(DEFAULT_LOGITS, dtype=session.dtype).requires_grad_(True)
-        outcomes = torch.eye(len(DEFAULT_LOGITS), dtype=session.dtype)
+        outcomes = torch.eye(len(logits), dtype=session.dtype)
         noise = NoiseSource(session.seed, "train", dtype=session.dtype)
         for step in range(self.steps + 1):
             problem = self._problem(logits.detach())
