@@ -78,10 +78,15 @@ def _root(
 
 @app.command()
 def run(
-    task: Annotated[str, typer.Option("--task", "-t", help='Task spec: NAME or NAME(key=value, ...), e.g. '
-                                      '"toy-bernoulli(dim=5)".')],
-    estimator: Annotated[list[str], typer.Option("--estimator", "-e", help='Estimator spec, repeatable, e.g. '
-                                                 '"gst(gap=1.2, tau=0.5)".')],
+    ctx: typer.Context,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help='Task spec: NAME or NAME(key=value, ...), e.g. '
+                                                '"toy-bernoulli(dim=5)".')] = None,
+    estimator: Annotated[Optional[list[str]], typer.Option("--estimator", "-e", help='Estimator spec, repeatable, '
+                                                           'e.g. "gst(gap=1.2, tau=0.5)".')] = None,
+    suite: Annotated[Optional[str], typer.Option(help="Run a named suite of runs instead of --task/--estimator "
+                                                 "(e.g. ci); options given here override the suite's.")] = None,
+    suite_file: Annotated[Optional[Path], typer.Option(help="TOML file of suites (default: the built-in "
+                                                       "suites.toml).")] = None,
     samples: Annotated[int, typer.Option(help="Gradient estimates per estimator (S).")] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed of all noise; same seed, same numbers.")] = 0,
     out: Annotated[Path, typer.Option(help="Results folder; each run adds its own subfolder.")] = Path("results"),
@@ -98,21 +103,45 @@ def run(
     warmup: Annotated[int, typer.Option(help="Steps that adapt a stateful estimator's state before "
                                         "measuring with it frozen.")] = 1000,
 ):
-    """Measure estimators' gradient bias and variance on a task and store the results."""
+    """Measure estimators' gradient bias and variance on a task (or a suite of runs) and store the results."""
     from .run import RunOptions, execute, prepare
 
     options = RunOptions(samples, seed, str(out), engine, device, dtype, reference, reference_samples,
                          chunk_size, warmup)
-    plan = prepare(task, estimator, options)
-    result = execute(plan, _progress, err_console)
-    if result.measurements:
-        console.print(results_table(result))
-    ref = result.reference
-    if ref is not None:
-        detail = "exact" if ref.kind == "exact" else f"REINFORCE-LOO over {ref.samples:,} draws"
-        console.print(f"reference: {detail} · results: {result.run_dir}")
+    if suite is None:
+        if task is None:
+            raise UserError("Missing option '--task': give a task spec (or --suite NAME); see 'gradbench list tasks'")
+        if not estimator:
+            raise UserError("Missing option '--estimator': give at least one estimator spec; "
+                            "see 'gradbench list estimators'")
+        plans = [prepare(task, estimator, options)]
     else:
-        console.print(f"results: {result.run_dir}")
+        if task is not None or estimator:
+            raise UserError("--suite names its own tasks and estimators; drop --task and --estimator")
+        from dataclasses import fields
+
+        from .suites import load_suite
+
+        given = {f.name: getattr(options, f.name) for f in fields(options)
+                 if f.name != "out" and _given(ctx, f.name)}
+        runs = load_suite(suite, suite_file, str(out)).with_options(**given).runs
+        plans = [prepare(r.task, list(r.estimators), r.options) for r in runs]  # all checked before any runs
+    for plan in plans:
+        result = execute(plan, _progress, err_console)
+        if result.measurements:
+            console.print(results_table(result))
+        ref = result.reference
+        if ref is not None:
+            detail = "exact" if ref.kind == "exact" else f"REINFORCE-LOO over {ref.samples:,} draws"
+            console.print(f"reference: {detail} · results: {result.run_dir}")
+        else:
+            console.print(f"results: {result.run_dir}")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was typed on the command line (not left at its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
 
 
 def _progress():
@@ -169,6 +198,92 @@ def results_table(result) -> Table:
                      for name in SHOWN_METRICS]
             table.add_row(m.estimator.label, group, *cells)
     return table
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="Results: a results folder (any runs, any tasks), a run folder "
+                                            "or a .parquet file.")],
+    out: Annotated[Path, typer.Option(help="Report folder: index.html, figures/ (PNG and SVG), tables/ "
+                                      "(CSV, Markdown, LaTeX).")] = Path("report"),
+):
+    """Write figures, summary tables and one self-contained HTML page for a set of results."""
+    from .reports.report import write_report
+
+    made = write_report(results, out)
+    console.print(f"{len(made.figures)} figures ({', '.join(made.figures) or 'none'}) · {out / 'index.html'}")
+
+
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="Baseline results: a results folder, a run folder or a .parquet file.")],
+    current: Annotated[Path, typer.Argument(help="Current results, matched key by key against the baseline.")],
+    max_ratio: Annotated[float, typer.Option(help="A regression must be worse by more than this factor "
+                                             "(current/baseline; baseline/current for accuracy).")] = 1.25,
+    alpha: Annotated[float, typer.Option(help="Family-wise false-alarm rate: one-sided tests, Holm-corrected over "
+                                         "all keys compared.")] = 0.01,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="Metric to compare, repeatable "
+                      "(default: variance, bias_norm, mse and training curves such as test/neg_elbo).")] = None,
+    timing_ratio: Annotated[Optional[float], typer.Option(help="Also compare timing metrics, with this factor "
+                                                          "(they vary with the machine's load; try 3).")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="List every compared metric, not only changes.")] = False,
+    csv: Annotated[Optional[Path], typer.Option(help="Write the full comparison to this CSV file.")] = None,
+):
+    """Compare two results; exit 1 when a metric regressed (worse by the factor, and significantly), else 0."""
+    from .reports.compare import compare as run_compare
+    from .store import read_results
+
+    result = run_compare(read_results(baseline), read_results(current), metrics=tuple(metric or ()),
+                         max_ratio=max_ratio, alpha=alpha, timing_ratio=timing_ratio)
+    out = console if console.is_terminal else Console(width=200, highlight=False)  # CI logs: no truncation
+    table = _comparison_table(result, show_all, f"{baseline} → {current}")
+    out.print(table if table.row_count else "no metric changed beyond its noise")
+    counts = result.rows["verdict"].value_counts()
+    out.print(f"{len(result.rows)} metrics compared: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+              + f" (max ratio {max_ratio}, family-wise alpha {alpha})")
+    if counts.get("untested"):
+        out.print("untested: numbers that depend on the seed (training, stateful estimators) need ≥ 2 seeds a "
+                  "side, or the same seeds for a stateful estimator on a fixed task (--all lists them)")
+    if len(result.skipped):
+        reasons = result.skipped.groupby(["reason", "task_label", "estimator_label"]).size()
+        out.print(f"skipped {len(result.skipped)} metrics:")
+        for (reason, task_label, est), n in list(reasons.items())[:20]:
+            out.print(f"  {task_label} · {est}: {n} {reason}", markup=False)
+        if len(reasons) > 20:
+            out.print(f"  … and {len(reasons) - 20} more")
+    if csv is not None:
+        result.rows.to_csv(csv, index=False)
+    if result.exit_code:
+        err_console.print(f"{len(result.regressions)} regression(s)")
+    return result.exit_code
+
+
+_QUIET_VERDICTS = ("identical", "same", "untested")
+
+
+def _comparison_table(result, show_all: bool, title: str) -> Table:
+    table = Table(title=title)
+    for col in ("task", "estimator", "group", "step", "metric", "baseline", "current", "ratio", "p (Holm)",
+                "verdict"):
+        table.add_column(col, justify="right" if col in ("step", "ratio", "p (Holm)") else "left")
+    colours = {"regression": "red", "now failing": "red", "worse": "yellow", "improvement": "green",
+               "better": "green", "now ok": "green"}
+    for r in result.rows.itertuples(index=False):
+        if not show_all and r.verdict in _QUIET_VERDICTS:
+            continue
+        cells = [_cell(_Interval(r.baseline, r.half_b)), _cell(_Interval(r.current, r.half_c))]
+        colour = colours.get(r.verdict)
+        table.add_row(r.task_label, r.estimator_label, r.param_group or "–", str(r.step), r.metric, *cells,
+                      _fmt(r.ratio), _fmt(r.p) if r.verdict not in ("identical", "untested") else "–",
+                      f"[{colour}]{r.verdict}[/]" if colour else r.verdict)
+    return table
+
+
+class _Interval:
+    """What _cell expects: a value and a symmetric 95% half-width."""
+
+    def __init__(self, value: float, half: float):
+        self.value, self.ci_low, self.ci_high = value, value - half, value + half
 
 
 @app.command("list")

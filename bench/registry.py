@@ -157,7 +157,9 @@ class Registry(Generic[T]):
             self.add(ep.name, ep.value, f"plugin {dist.name if dist else ep.value}")
         for name, entry in registered.items():
             if name in self._entries and self._entries[name].target == entry.target:
+                # The class itself is at hand: describe it from the class, not the catalog's JSON.
                 self._entries[name].obj = entry.obj
+                self._entries[name].info = EntryInfo.from_class(entry.obj, entry.target)
             else:
                 self.add(name, entry.target, entry.source, entry.info)
                 self._entries[name].obj = entry.obj

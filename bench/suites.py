@@ -1,0 +1,134 @@
+"""Named suites of runs, read from TOML: ``gradbench run --suite NAME``.
+
+A suite is a table with optional defaults and a list of runs; each run is one
+``gradbench run`` and takes the same options (see ``suites.toml``)::
+
+    [ci]
+    description = "what it is for"
+    samples = 4000            # defaults for every run of the suite
+    device = "cpu"
+
+    [[ci.runs]]
+    task = "toy-quadratic"
+    estimators = ["*", "gst(gap='p')"]   # "*": every registered estimator that fits the task
+
+Values are resolved as run key > suite default > option given on the command line
+overrides both. Every key holds one value today; a later ``gradbench sweep`` may
+let keys hold lists to cross into grids, which is why a run is a flat table of
+option names rather than a command line.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .registry import compatibility, did_you_mean, estimators, tasks
+from .run import RunOptions
+from .spec import parse_spec
+
+ALL_ESTIMATORS = "*"
+_OPTION_TYPES = {f.name: f.type for f in fields(RunOptions) if f.name != "out"}
+_RUN_KEYS = ("task", "estimators", *_OPTION_TYPES)
+_SUITE_KEYS = ("description", "runs", *_OPTION_TYPES)
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """One run of a suite: a task spec, estimator specs ("*" already expanded) and options."""
+
+    task: str
+    estimators: tuple[str, ...]
+    options: RunOptions
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    runs: tuple[SuiteRun, ...]
+
+    def with_options(self, **overrides: Any) -> Suite:
+        """The same runs with some options replaced (those given on the command line)."""
+        return replace(self, runs=tuple(replace(r, options=replace(r.options, **overrides)) for r in self.runs))
+
+
+def builtin_suites_file() -> Path:
+    return Path(str(resources.files("gradbench").joinpath("suites.toml")))
+
+
+def read_suites(path: Path | None = None) -> dict[str, dict]:
+    """The raw suite tables of a TOML file (the packaged ``suites.toml`` by default)."""
+    path = path or builtin_suites_file()
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"no suites file at {path}; give an existing TOML file to --suite-file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"cannot read the suites file {path}: {exc}; fix its TOML syntax") from None
+    return data
+
+
+def load_suite(name: str, path: Path | None = None, out: str = "results") -> Suite:
+    """Read, check and expand suite ``name``: unknown keys, bad types and bad specs are UserErrors."""
+    suites = read_suites(path)
+    where = f"suites file {path}" if path else "the built-in suites"
+    if name not in suites or not isinstance(suites[name], dict):
+        names = sorted(k for k, v in suites.items() if isinstance(v, dict))
+        raise UserError(f"no suite {name!r} in {where}{did_you_mean(name, names)} (suites: {', '.join(names) or 'none'})")
+    table = suites[name]
+    _check_keys(f"suite {name!r}", table, _SUITE_KEYS)
+    runs = table.get("runs")
+    if not isinstance(runs, list) or not runs or not all(isinstance(r, dict) for r in runs):
+        raise UserError(f"suite {name!r} has no runs; add [[{name}.runs]] tables with a task and estimators")
+    defaults = {k: v for k, v in table.items() if k in _OPTION_TYPES}
+    built = tuple(_build_run(f"suite {name!r}, run {i + 1}", run, defaults, out) for i, run in enumerate(runs))
+    return Suite(name, str(table.get("description", "")), built)
+
+
+def _check_keys(where: str, table: dict, allowed: tuple[str, ...]) -> None:
+    for key in table:
+        if key not in allowed:
+            raise UserError(f"{where}: unknown key {key!r}{did_you_mean(key, allowed)} (keys: {', '.join(allowed)})")
+
+
+def _build_run(where: str, run: dict, defaults: dict, out: str) -> SuiteRun:
+    _check_keys(where, run, _RUN_KEYS)
+    if not isinstance(run.get("task"), str):
+        raise UserError(f"{where}: give the task as a spec string, e.g. task = \"toy-quadratic\"")
+    given = run.get("estimators")
+    if isinstance(given, str):
+        given = [given]
+    if not isinstance(given, list) or not given or not all(isinstance(e, str) for e in given):
+        raise UserError(f"{where}: give estimators as a list of spec strings, e.g. estimators = [\"*\"]")
+    values = {**defaults, **{k: v for k, v in run.items() if k in _OPTION_TYPES}}
+    for key, value in values.items():
+        _check_value(where, key, value)
+    return SuiteRun(run["task"], tuple(expand_estimators(run["task"], given)), RunOptions(out=out, **values))
+
+
+def _check_value(where: str, key: str, value: Any) -> None:
+    if isinstance(value, list):
+        raise UserError(f"{where}: {key} is a list; a suite run takes one value per key")
+    kind = _OPTION_TYPES[key]
+    ok = {"int": isinstance(value, int) and not isinstance(value, bool), "str": isinstance(value, str),
+          "str | None": isinstance(value, str)}.get(kind, True)
+    if not ok:
+        raise UserError(f"{where}: {key} must be {'an integer' if kind == 'int' else 'a string'}, got {value!r}")
+
+
+def expand_estimators(task: str, given: list[str]) -> list[str]:
+    """Replace "*" by every registered estimator that fits ``task`` (default configuration)."""
+    if ALL_ESTIMATORS not in given:
+        return list(given)
+    task_info = tasks.info(tasks.validate(parse_spec(task)).name)
+    explicit = [e for e in given if e != ALL_ESTIMATORS]
+    named = {parse_spec(e).name for e in explicit if "(" not in e}
+    fitting = [n for n in estimators.names()
+               if n not in named and compatibility(estimators.info(n), task_info)[0]]
+    position = given.index(ALL_ESTIMATORS)
+    return explicit[:position] + fitting + explicit[position:]
