@@ -33,6 +33,7 @@ BUILTIN_MODULES = {
     ],
     "task": [
         "gradbench.tasks.toy",
+        "gradbench.tasks.mnist_vae.task",
     ],
 }
 
