@@ -98,6 +98,23 @@ def test_vectorized_statistics_equal_the_gst_way_per_draw(latent, spec):
         assert fast[group].sq.min() > 0
 
 
+def test_pieces_of_a_chunk_add_up(monkeypatch):
+    """Splitting a runner chunk into decoder-sized pieces changes nothing but rounding."""
+    from gradbench.tasks.mnist_vae import problem as module
+
+    model, x = tiny()
+    problem = VAEProblem(model, x)
+    estimator = estimators.build("gst")
+    noise = NoiseSource(1, "test", dtype=F64).draw_all(estimator.noise(problem.view(estimator).template), 0, 7)
+    reference = {g: torch.randn(p.numel(), dtype=F64) for g, p in problem.parameters().items()}
+    whole = problem.chunk_stats(estimator, None, noise, "vectorized", reference)
+    monkeypatch.setattr(module, "_ROWS", 2 * x.shape[0])  # pieces of 2 draws
+    pieces = problem.chunk_stats(estimator, None, noise, "vectorized", reference)
+    for group in whole:
+        for field in ("total", "sq", "dot"):
+            torch.testing.assert_close(getattr(whole[group], field), getattr(pieces[group], field))
+
+
 def test_exact_gradient_equals_enumeration_over_the_whole_batch():
     """Per-image enumeration (K^L per image) equals the core's enumeration over all B·L variables."""
     model, x = tiny(latents=2, categories=3, batch=2)

@@ -26,6 +26,10 @@ def run(task_args: str, *ests: str, out, task="mnist-vae", samples=20, **options
     return execute(plan)
 
 
+def cli(task: str, out):
+    return runner.invoke(app, ["run", "--task", task, "-e", "gst", "--out", str(out)])
+
+
 def frame(out):
     return pd.read_parquet(out)
 
@@ -40,7 +44,8 @@ def test_training_logs_curves_and_measures_along_the_way(tmp_path):
         per_epoch = mine.groupby("step")["metric"].apply(set).to_dict()
         assert {"train/loss", "train/neg_elbo", "test/neg_elbo"} <= per_epoch[1]
         assert "test/iwae_4" in per_epoch[2] and "test/iwae_4" not in per_epoch[1]
-        iwae, elbo = (mine[(mine.step == 2) & (mine.metric == m)]["value"].item() for m in ("test/iwae_4", "test/neg_elbo"))
+        iwae, elbo = (mine[(mine.step == 2) & (mine.metric == m)]["value"].item()
+                      for m in ("test/iwae_4", "test/neg_elbo"))
         assert 0 < iwae < elbo + 30  # a bound on −log p(x), near the one-sample ELBO
     grads = df[df.param_group != ""]
     assert set(grads["param_group"]) == {"encoder", "logits"} and set(grads["step"]) == {1, 2}
@@ -145,7 +150,7 @@ def test_interrupted_run_leaves_a_readable_folder(tmp_path, monkeypatch):
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, task, message):
     out = tmp_path / "res"
-    result = runner.invoke(app, ["run", "--task", task, "-e", "gst", "--out", str(out)])
+    result = cli(task, out)
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and message in " ".join(result.output.split()), result.output
     assert not out.exists()
@@ -154,15 +159,14 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, task, message):
 def test_corrupt_or_foreign_checkpoints_are_rejected(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    result = runner.invoke(app, ["run", "--task", f"mnist-vae(resume={str(bad)!r})", "-e", "gst", "--out", str(tmp_path / "r")])
+    result = cli(f"mnist-vae(resume={str(bad)!r})", tmp_path / "r")
     assert result.exit_code == 2 and "cannot be read" in result.output
     full = run("epochs=1, measure_every=0, checkpoint_every=1", "gst", out=tmp_path / "ok")
     ckpt = full.run_dir / "_checkpoints" / "gst-seed0-step1.pt"
-    result = runner.invoke(app, ["run", "--task", f"mnist-vae(latents=5, resume={str(ckpt)!r})", "-e", "gst",
-                                 "--out", str(tmp_path / "r")])
+    result = cli(f"mnist-vae(latents=5, resume={str(ckpt)!r})", tmp_path / "r")
     assert result.exit_code == 2 and "has latents=2 but the task has latents=5" in result.output
     torch.save({"something": 1}, bad)
-    result = runner.invoke(app, ["run", "--task", f"mnist-vae(resume={str(bad)!r})", "-e", "gst", "--out", str(tmp_path / "r")])
+    result = cli(f"mnist-vae(resume={str(bad)!r})", tmp_path / "r")
     assert result.exit_code == 2 and "not a gradbench mnist-vae checkpoint" in result.output
 
 

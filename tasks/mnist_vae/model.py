@@ -118,7 +118,7 @@ class VAE(nn.Module):
 
 
 def bernoulli_nll(pixel_logits: Tensor, x: Tensor) -> Tensor:
-    """Σ_pixels −[x log σ(l) + (1 − x) log(1 − σ(l))] = Σ softplus(l) − Σ x·l; broadcasts ``x`` over leading axes.
+    """Σ_pixels −[x log σ(l) + (1 − x) log(1 − σ(l))] = Σ softplus(l) − Σ x·l (``x`` broadcasts).
 
     Two reductions instead of one over ``softplus(l) − x·l``: one fewer full-size
     temporary, about 1.7× faster on a CPU for the ``[n, B, 784]`` logits of a measurement.

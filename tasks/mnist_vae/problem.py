@@ -31,6 +31,19 @@ from .ghost import EncoderMap
 from .model import VAE
 
 GROUPS = ("encoder", "logits")
+_ROWS = 1 << 13  # decoder rows (draws × images) per batched pass
+
+
+@dataclass(frozen=True)
+class ImageObjective(Objective):
+    """f per image, plus the images themselves.
+
+    context: the images ``[B, 784]``, one row per unit: the hook for estimators with
+        an input-dependent baseline (NVIL's c_ψ(x)); read it with
+        ``getattr(f, "context", None)``.
+    """
+
+    context: Tensor | None = None
 
 
 def latent_distribution(latent: str, logits: Tensor):
@@ -46,18 +59,6 @@ def image_objective(model: VAE, x: Tensor, scale: float = 1.0) -> ImageObjective
         log_joint=lambda z: model.log_prior - model.bce(x, z),
         context=x,
     )
-
-
-@dataclass(frozen=True)
-class ImageObjective(Objective):
-    """f per image, plus the images themselves.
-
-    context: the images ``[B, 784]``, one row per unit: the hook for estimators with
-        an input-dependent baseline (NVIL's c_ψ(x)); read it with
-        ``getattr(f, "context", None)``.
-    """
-
-    context: Tensor | None = None
 
 
 class VAEProblem(Problem):
@@ -104,8 +105,14 @@ class VAEProblem(Problem):
     def chunk_stats(self, estimator, state, noise, engine, reference) -> dict[str, Chunk]:
         if engine == "loop":
             return self._loop_stats(estimator, state, noise, reference)
-        grads = self.logits_gradients(estimator, state, noise)
-        return self.stats(grads, reference)
+        # Pieces of about _ROWS decoder rows: fast on a CPU (larger batches fall out of cache) and
+        # a memory ceiling whatever chunk the runner hands over.
+        n = next(iter(noise.values())).shape[0]
+        step = max(1, _ROWS // self.images.shape[0])
+        parts = [self.stats(self.logits_gradients(estimator, state, {k: v[i : i + step] for k, v in noise.items()}),
+                            reference) for i in range(0, n, step)]
+        return {g: Chunk(sum(p[g].total for p in parts), torch.cat([p[g].sq for p in parts]),
+                         torch.cat([p[g].dot for p in parts])) for g in GROUPS}
 
     # -- helpers -----------------------------------------------------------------------
     def view(self, estimator: Estimator):

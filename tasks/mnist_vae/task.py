@@ -113,7 +113,7 @@ class _VAETask(TrainingTask):
 @tasks.register
 @dataclass(frozen=True)
 class MnistVAE(_VAETask):
-    """Categorical VAE on MNIST (GST protocol: 30 × 10 latents), trained with the estimator; gradients measured along training."""
+    """Categorical VAE on MNIST (GST protocol, 30 × 10 latents) trained with the estimator, gradients measured."""
 
     name = "mnist-vae"
     latent = "categorical"
@@ -150,7 +150,7 @@ class MnistVAE(_VAETask):
 @tasks.register
 @dataclass(frozen=True)
 class MnistVAEBinary(_VAETask):
-    """Binary VAE on MNIST (DisARM protocol: 200 Bernoulli latents, linear or two-layer), trained with the estimator."""
+    """Binary VAE on MNIST (DisARM protocol, 200 Bernoulli latents) trained with the estimator, gradients measured."""
 
     name = "mnist-vae-binary"
     latent = "bernoulli"

@@ -120,7 +120,8 @@ def train(task, estimator, session) -> None:
                 losses.append(loss)
                 if bar:
                     bar(1)
-            curves = {"train/loss": sum(losses) / len(losses), "train/seconds": time.perf_counter() - started}
+            curves = {"train/loss": float(torch.stack(losses).mean()),
+                      "train/seconds": time.perf_counter() - started}
             _evaluate(task, model, eval_train, eval_test, session, epoch, curves, _due(task.iwae_every, epoch, last))
             if _due(task.checkpoint_every, epoch, last):
                 _save(task, session, estimator, model, optimizer, state, epoch, epoch * steps_per_epoch)
@@ -134,7 +135,7 @@ def _due(every: int, epoch: int, last: int) -> bool:
 
 
 def _step(model, optimizer, estimator, state, x, noise: NoiseSource, step: int, importance: bool):
-    """One optimiser step; returns (the loss value, the estimator's new state)."""
+    """One optimiser step; returns (the loss as a tensor, not synced to the host; the estimator's new state)."""
     logits = model.logits(x)
     view = View(_Batch(model, x, logits), estimator)
     dist = view.distribution({"logits": logits.unsqueeze(0)})
@@ -147,7 +148,7 @@ def _step(model, optimizer, estimator, state, x, noise: NoiseSource, step: int, 
     loss.backward()
     optimizer.step()
     state = estimator.update(state, dist, view.objective, draws, out)
-    return float(loss.detach()), state
+    return loss.detach(), state
 
 
 def _evaluate(task, model, eval_train, eval_test, session, epoch: int, curves: dict | None = None,
@@ -155,11 +156,11 @@ def _evaluate(task, model, eval_train, eval_test, session, epoch: int, curves: d
     model.eval()
     key = derive_seed(session.seed, "eval", epoch)
     values = dict(curves or {})
-    values["train/neg_elbo"] = neg_elbo(model, eval_train, NoiseSource(key, "train-elbo", session.device, session.dtype))
-    values["test/neg_elbo"] = neg_elbo(model, eval_test, NoiseSource(key, "test-elbo", session.device, session.dtype))
+    noise = lambda phase: NoiseSource(key, phase, session.device, session.dtype)  # noqa: E731
+    values["train/neg_elbo"] = neg_elbo(model, eval_train, noise("train-elbo"))
+    values["test/neg_elbo"] = neg_elbo(model, eval_test, noise("test-elbo"))
     if task.iwae_samples and with_iwae:
-        values[f"test/iwae_{task.iwae_samples}"] = iwae(
-            model, eval_test, task.iwae_samples, NoiseSource(key, "test-iwae", session.device, session.dtype))
+        values[f"test/iwae_{task.iwae_samples}"] = iwae(model, eval_test, task.iwae_samples, noise("test-iwae"))
     session.log(epoch, values)
     shown = " · ".join(f"{k} {v:.2f}" for k, v in values.items() if k != "train/seconds")
     _say(session, f"{session.estimator.label} seed {session.seed} epoch {epoch}: {shown}")

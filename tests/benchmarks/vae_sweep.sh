@@ -9,7 +9,7 @@
 # OUT defaults to results-vae; TASK_ARGS to the settings used for the README's table.
 set -euo pipefail
 OUT=${1:-results-vae}
-TASK_ARGS=${2:-"epochs=50, measure_every=10, iwae_every=50"}
+TASK_ARGS=${2:-"epochs=50, measure_every=20, iwae_every=50"}
 JOBS=${JOBS:-2}
 SEEDS=${SEEDS:-"0 1 2"}
 mkdir -p "$OUT/_logs"  # "_" keeps pyarrow from reading the logs as results
