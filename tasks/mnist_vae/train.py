@@ -85,15 +85,7 @@ def train(task, estimator, session) -> None:
     importance = "importance_weights" in estimator.requires
     probe = _Batch(model, grey_train[:1], torch.zeros(1, *model.latent_shape, device=device, dtype=dtype))
     state = estimator.init(View(probe, estimator).template, session.generator("estimator"))
-    start = 0
-    if task.resume is not None:
-        saved = checkpoint.load(task.resume, task.architecture())
-        model.load_state_dict(saved["model"])
-        start = int(saved["epoch"])
-        if saved.get("estimator") == estimator.label:  # the same estimator continues with its own state
-            optimizer.load_state_dict(saved["optimizer"])
-            state = _to_device(saved.get("estimator_state"), device)
-        session.note(f"resumed from {task.resume} (epoch {start})")
+    start, state = _restore(task, estimator, model, optimizer, state, session) if task.resume else (0, state)
     measure_x = eval_test[: task.measure_images]
     if task.epochs == 0:  # re-evaluate and re-measure at the checkpoint
         _evaluate(task, model, eval_train, eval_test, session, start, with_iwae=True)
@@ -127,6 +119,21 @@ def train(task, estimator, session) -> None:
                 _save(task, session, estimator, model, optimizer, state, epoch, epoch * steps_per_epoch)
             if _due(task.measure_every, epoch, last):
                 _measure(model, measure_x, estimator, state, session, epoch, importance)
+
+
+def _restore(task, estimator, model, optimizer, state, session):
+    """Load ``task.resume`` into the model and optimiser; returns (its epoch, the estimator state).
+
+    The estimator's own state comes back only for the estimator that saved it; any other
+    estimator starts from its initial state.
+    """
+    saved = checkpoint.load(task.resume, task.architecture())
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if saved.get("estimator") == estimator.label:
+        state = _to_device(saved.get("estimator_state"), session.device)
+    session.note(f"resumed from {task.resume} (epoch {saved['epoch']})")
+    return int(saved["epoch"]), state
 
 
 def _due(every: int, epoch: int, last: int) -> bool:

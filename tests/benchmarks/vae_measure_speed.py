@@ -12,7 +12,8 @@ statistics (tests/test_mnist_vae.py checks them draw by draw).
 
 Each configuration runs in a fresh process, the two engines alternating, so the times
 are side by side on the same machine state; peak memory is the process's peak resident
-set size minus its peak before the measurement started. Also printed: the floor, the
+set size minus its peak before the measurement started. The runner's chunk (the noise
+held at once, ``--chunk-size``) is fixed, so between S = 100 and S = 1000 only S changes. Also printed: the floor, the
 decoder's forward and backward to the logits that every draw needs. Nothing is
 asserted: performance is reported, not tested.
 """
@@ -43,7 +44,7 @@ _, _, test, _ = images(task, cpu, torch.float32)
 problem = VAEProblem(model, test[: args["images"]])
 reference = resolve_reference(problem, "reinforce", 40, 0)  # only its shape matters for the cost
 estimator = estimators.build(args["estimator"])
-config = MeasureConfig(args["samples"], 1, engine=args["engine"])
+config = MeasureConfig(args["samples"], 1, chunk_size=args["chunk_size"], engine=args["engine"])
 measure(problem, estimator, reference.gradient, MeasureConfig(2, 2, engine=args["engine"]))  # warm up
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
@@ -88,10 +89,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--samples", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--checkpoint", default=None, help="a mnist-vae checkpoint (default: the initial model)")
+    parser.add_argument("--chunk-size", type=int, default=8,
+                        help="estimates per runner chunk (the noise held at once); fixed so S is all that changes")
     args = parser.parse_args()
-    common = dict(estimator=args.estimator, images=args.images, checkpoint=args.checkpoint)
+    common = dict(estimator=args.estimator, images=args.images, checkpoint=args.checkpoint,
+                  chunk_size=args.chunk_size)
     floor = child(FLOOR, **common)["ms_per_draw"]
-    print(f"{args.estimator}, B = {args.images} images, float32, CPU")
+    print(f"{args.estimator}, B = {args.images} images, float32, CPU, runner chunk {args.chunk_size} estimates")
     print(f"floor (decoder forward + backward to the logits): {floor:.1f} ms per draw")
     print(f"{'S':>6} {'engine':>11} {'seconds':>8} {'ms/draw':>8} {'peak RSS MB':>12} {'extra MB':>9} {'threads':>8}")
     for samples in args.samples:
