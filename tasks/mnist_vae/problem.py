@@ -99,9 +99,6 @@ class VAEProblem(Problem):
 
         return reinforce_reference(self, samples, seed, progress)
 
-    def for_estimator(self, estimator: Estimator) -> Problem:
-        return self
-
     def chunk_stats(self, estimator, state, noise, engine, reference) -> dict[str, Chunk]:
         if engine == "loop":
             return self._loop_stats(estimator, state, noise, reference)
