@@ -87,7 +87,8 @@ def run(
                                                  "(e.g. ci); options given here override the suite's.")] = None,
     suite_file: Annotated[Optional[Path], typer.Option(help="TOML file of suites (default: the built-in "
                                                        "suites.toml).")] = None,
-    samples: Annotated[int, typer.Option(help="Gradient estimates per estimator (S).")] = 10_000,
+    samples: Annotated[Optional[int], typer.Option(help="Gradient estimates per estimator (S; default: the "
+                                                   "task's, 10,000 for toy tasks).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of all noise; same seed, same numbers.")] = 0,
     out: Annotated[Path, typer.Option(help="Results folder; each run adds its own subfolder.")] = Path("results"),
     engine: Annotated[str, typer.Option(help="vectorized, or loop (one autograd call per draw; the "
@@ -97,7 +98,8 @@ def run(
                                                  "float64 for toy tasks).")] = None,
     reference: Annotated[str, typer.Option(help="auto (exact when enumerable), exact, or reinforce "
                                            "(REINFORCE with a leave-one-out baseline).")] = "auto",
-    reference_samples: Annotated[int, typer.Option(help="Draws of f behind a REINFORCE reference.")] = 1_000_000,
+    reference_samples: Annotated[Optional[int], typer.Option(help="Draws of f behind a REINFORCE reference "
+                                                             "(default: the task's, 1,000,000 for toy tasks).")] = None,
     chunk_size: Annotated[int, typer.Option(help="Estimates drawn per vectorised chunk (memory knob; "
                                             "results do not depend on it beyond rounding).")] = 1 << 16,
     warmup: Annotated[int, typer.Option(help="Steps that adapt a stateful estimator's state before "

@@ -198,6 +198,14 @@ class Problem(ABC):
         """
         return {}
 
+    def reinforce_reference(self, samples: int, seed: int, progress: Any = None) -> Any:
+        """A task-specific REINFORCE reference (a ``references.Reference``), or None for the generic one.
+
+        Neural tasks override this when the score has a closed form, so that a draw costs
+        a forward pass of f only; ``samples`` draws, ``progress(k)`` after every k of them.
+        """
+        return None
+
     def chunk_stats(self, estimator: Estimator, state: Any, noise: dict[str, Tensor], engine: str,
                     reference: dict[str, Tensor] | None) -> dict[str, Chunk] | None:
         """Override to supply :class:`Chunk` statistics without dense per-draw gradients.
@@ -230,6 +238,8 @@ class Task(_Configured, ABC):
     groups: ClassVar[tuple[str, ...]] = ()
     offers: ClassVar[tuple[str, ...]] = ()
     dtype: ClassVar[str] = "float64"
+    default_samples: ClassVar[int] = 10_000  # estimates S when --samples is not given
+    default_reference_samples: ClassVar[int] = 1_000_000  # draws behind a REINFORCE reference
     _capability_fields = ("families", "relaxed_f", "differentiable_f", "masks", "exact", "kind", "groups", "offers")
 
     def problem(self, device: torch.device, dtype: torch.dtype) -> Problem:

@@ -3,8 +3,9 @@
 exact: the task's closed form if it has one, otherwise autograd of
     Σ_x p_θ(x) f(x) over every joint configuration of the variables.
 reinforce: REINFORCE with a leave-one-out baseline (the registered ``rloo``
-    estimator) over groups of m draws; its standard error comes from the spread of
-    the group estimates and widens every bias interval measured against it.
+    estimator, or the problem's own ``reinforce_reference`` when it has one) over
+    groups of m draws; its standard error comes from the spread of the group
+    estimates and widens every bias interval measured against it.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def reinforce_reference(problem: Problem, samples: int, seed: int, chunk_size: i
 
     if samples < 40:
         raise UserError(f"--reference-samples must be at least 40 for a REINFORCE reference, got {samples}")
+    custom = problem.reinforce_reference(samples, seed, progress)
+    if custom is not None:
+        return custom
     m = max(2, min(1000, samples // 20))
     groups = samples // m
     rloo = estimators.build(f"rloo(m={m})")

@@ -42,6 +42,7 @@ BUILTIN_MODULES = {
         "gradbench.tasks.toy",
         "gradbench.tasks.toy_latent",
         "gradbench.tasks.counts",
+        "gradbench.tasks.mnist_vae.task",
     ],
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -26,14 +26,14 @@ DTYPES = ("float32", "float64")
 class RunOptions:
     """Options of a run (the CLI's flags); recorded in full in the run's sidecar."""
 
-    samples: int = 10_000
+    samples: int | None = None  # None: the task's default_samples
     seed: int = 0
     out: str = "results"
     engine: str = "vectorized"
     device: str = "auto"
     dtype: str | None = None
     reference: str = "auto"
-    reference_samples: int = 1_000_000
+    reference_samples: int | None = None  # None: the task's default_reference_samples
     chunk_size: int = 1 << 16
     warmup: int = 1000
 
@@ -41,7 +41,7 @@ class RunOptions:
         from .references import MODES
         from .runner import ENGINES
 
-        if self.samples < 2:
+        if self.samples is not None and self.samples < 2:
             raise UserError(f"--samples must be at least 2 (variance needs two estimates), got {self.samples}")
         if self.engine not in ENGINES:
             raise UserError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
@@ -53,7 +53,7 @@ class RunOptions:
             raise UserError(f"--chunk-size must be positive, got {self.chunk_size}")
         if self.warmup < 0:
             raise UserError(f"--warmup must be ≥ 0, got {self.warmup}")
-        if self.reference_samples < 40:
+        if self.reference_samples is not None and self.reference_samples < 40:
             raise UserError(f"--reference-samples must be at least 40, got {self.reference_samples}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise UserError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
@@ -123,8 +123,9 @@ def execute(plan: Plan, progress_factory: Callable | None = None, console=None) 
     from .runner import resolve_device
     from .store import create_run_dir, write_metrics, write_sidecar
 
-    options = plan.options
     task, built = build(plan)
+    options = replace(plan.options, samples=plan.options.samples or task.default_samples,
+                      reference_samples=plan.options.reference_samples or task.default_reference_samples)
     device = resolve_device(options.device)
     dtype_name = options.dtype or task.dtype
     dtype = getattr(torch, dtype_name)
@@ -164,7 +165,8 @@ def execute(plan: Plan, progress_factory: Callable | None = None, console=None) 
             if task.kind == "fixed":
                 _measure_fixed(task, built, options, device, dtype, common, record, result, bar, console, sidecar)
             else:
-                _train(task, built, options, device, dtype, common, record, result, bar, console, run_dir)
+                _train(task, built, options, device, dtype, common, record, result, bar, console, run_dir,
+                       sidecar.setdefault("notes", []))
         sidecar["status"] = "complete"
     except BaseException as exc:
         sidecar["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -208,7 +210,7 @@ def _measure_fixed(task, built, options, device, dtype, common, record, result, 
         record(measurement_rows(rows_common, measurement))
 
 
-def _train(task, built, options, device, dtype, common, record, result, bar, console, run_dir) -> None:
+def _train(task, built, options, device, dtype, common, record, result, bar, console, run_dir, notes) -> None:
     from .training import TrainingSession
 
     for estimator in built:
@@ -216,7 +218,7 @@ def _train(task, built, options, device, dtype, common, record, result, bar, con
             estimator=estimator, device=device, dtype=dtype, seed=options.seed, samples=options.samples,
             reference=options.reference, reference_samples=options.reference_samples,
             chunk_size=options.chunk_size, run_dir=run_dir, record=record, common=common, progress=bar,
-            warmup=options.warmup,
+            warmup=options.warmup, engine=options.engine, console=console, notes=notes,
         )
         try:
             task.train(estimator, session)

@@ -11,10 +11,12 @@ last completed step.
 from __future__ import annotations
 
 import math
+import sys
 from abc import abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 
@@ -42,12 +44,37 @@ class TrainingSession:
     progress: Any = None
     notes: list[str] = field(default_factory=list)
     warmup: int = 0
+    engine: str = "vectorized"
+    console: Any = None
+
+    def note(self, message: str) -> None:
+        """Tell the user something once per run (``notes`` is shared by the run's sessions)."""
+        if message in self.notes:
+            return
+        self.notes.append(message)
+        if self.console is not None:
+            self.console.print(f"note: {message}", markup=False)
+        else:
+            print(f"note: {message}", file=sys.stderr)
 
     def generator(self, purpose: str) -> torch.Generator:
         """A seeded generator for one purpose ("init", "data", "train"), independent of the others."""
         g = torch.Generator(self.device)
         g.manual_seed(derive_seed(self.seed, purpose))
         return g
+
+    @contextmanager
+    def track(self, description: str, total: int) -> Iterator[Callable[[int], None] | None]:
+        """A progress bar of ``total`` units while the block runs: yields ``advance(k)``, or None without a display."""
+        progress = self.progress
+        if progress is None or not hasattr(progress, "add_task") or total <= 0:
+            yield None
+            return
+        task_id = progress.add_task(description, total=total)
+        try:
+            yield lambda k: progress.advance(task_id, k)
+        finally:
+            progress.remove_task(task_id)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         """Record training-curve values (e.g. {"train/neg_elbo": 112.3}) at ``step``."""
@@ -67,13 +94,25 @@ class TrainingSession:
         from .runner import MeasureConfig, measure
 
         problem = problem.for_estimator(self.estimator)
-        reference = resolve_reference(problem, self.reference, self.reference_samples,
-                                      derive_seed(self.seed, "reference", step), self.chunk_size)
-        config = MeasureConfig(samples or self.samples, derive_seed(self.seed, "measure", step), self.chunk_size)
-        result = measure(problem, self.estimator, reference.gradient, config, reference.variance, state=state)
+        with self.track(f"step {step}: reference", self.reference_samples) as advance:
+            reference = resolve_reference(problem, self.reference, self.reference_samples,
+                                          derive_seed(self.seed, "reference", step), self.chunk_size, advance)
+        samples = samples or self.samples
+        config = MeasureConfig(samples, derive_seed(self.seed, "measure", step), self.chunk_size, self.engine)
+        with self.track(f"step {step}: {self.estimator.label}", samples) as advance:
+            result = measure(problem, self.estimator, reference.gradient, config, reference.variance, advance,
+                             state=state)
         common = dict(self.common, reference=reference.kind, reference_samples=reference.samples)
         self.record(measurement_rows(common, result, step))
         return result, reference
+
+    def skip_measurement(self, step: int, groups: tuple[str, ...], reason: str) -> None:
+        """Record that the gradient measurement at ``step`` was not made (status ``skipped``) and why."""
+        from .run import base_row
+
+        self.record([dict(base_row(self.common, self.estimator, "", 0), step=step, param_group=group,
+                          n_estimates=0, metric="skipped", value=math.nan, ci_low=math.nan, ci_high=math.nan,
+                          status="skipped", message=reason) for group in groups])
 
     def checkpoint_path(self, step: int) -> Path:
         path = self.run_dir / "_checkpoints" / f"{self.estimator.label}-seed{self.seed}-step{step}.pt"

@@ -1,0 +1,186 @@
+"""The registered tasks ``mnist-vae`` (categorical latents) and ``mnist-vae-binary`` (Bernoulli latents).
+
+Both train a VAE on MNIST with the estimator under test (see ``train.py``), log
+training curves per epoch and measure the estimator's gradient bias and variance at
+frozen parameters every ``measure_every`` epochs (see ``problem.py``).
+
+Parameters a preset may set default to None and are filled in ``__post_init__``:
+an explicit value, else the preset's, else the task's CPU default. Data paths,
+checkpoint files and the measurement batch are checked there too, so a bad spec
+fails before anything is computed or written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from gradbench.errors import SpecError
+from gradbench.params import param
+from gradbench.registry import tasks
+from gradbench.training import TrainingTask
+
+from . import data as mnist
+from .model import ACTIVATIONS
+
+# CPU-sized defaults: `gradbench run --task mnist-vae -e gst` on the embedded subset (4,000
+# training images, 40 steps an epoch) trains 2,000 steps and measures twice. On 2 cores a
+# step costs ~25 ms (GR-MC with k = 100: ~180 ms); one measurement is the reference's
+# 1,000 decoder passes over 1,000 images plus 100 estimates; one IWAE evaluation is
+# 1,000 decoder passes. See README (mnist-vae) for measured times.
+CPU_EPOCHS = 50
+CPU_MEASURE_EVERY = 25
+CPU_IWAE_SAMPLES = 1000
+
+
+def _common(name: str, presets: tuple[str, ...] = ()):
+    """A fresh field for a parameter both tasks share (each dataclass needs its own field object)."""
+    return dict(
+        preset=param(None, f"protocol preset, one of {', '.join(presets)}; explicit parameters override it",
+                     kind="str", optional=True, choices=presets),
+        dataset=param("mnist", "mnist or fashion-mnist", choices=mnist.DATASETS),
+        data_dir=param(None, "folder with the IDX files (train-images-idx3-ubyte[.gz], ...; torchvision's "
+                             "MNIST/raw layout or flat); default: the embedded 5,000-image MNIST subset",
+                       kind="str", optional=True),
+        binarize=param(None, "dynamic (a fresh Bernoulli draw per batch; evaluation on one fixed draw), static "
+                             "(one fixed draw) or none (grey-level targets, as the GST repository); default dynamic",
+                       kind="str", optional=True, choices=mnist.BINARIZE_MODES),
+        epochs=param(None, f"training epochs (default {CPU_EPOCHS}; 0 with resume= only evaluates and measures)",
+                     kind="int", optional=True, ge=0),
+        measure_every=param(None, f"measure gradients every N epochs and at the last (default {CPU_MEASURE_EVERY}; "
+                                  "0: never)", kind="int", optional=True, ge=0),
+        measure_images=param(1000, "fixed test images the gradient is measured on (the GST protocol's 1,000)",
+                             ge=1),
+        iwae_samples=param(CPU_IWAE_SAMPLES, "samples per test image of the importance-weighted bound, logged "
+                                             "as test/iwae_<k> (0: never computed)", ge=0),
+        iwae_every=param(None, f"compute the IWAE bound every N epochs and at the last (default {CPU_MEASURE_EVERY}; "
+                               "1: every epoch)", kind="int", optional=True, ge=1),
+        checkpoint_every=param(0, "save a checkpoint every N epochs and at the last (0: never), in "
+                                  "<run folder>/_checkpoints/", ge=0),
+        resume=param(None, "checkpoint (.pt) to start from: continue training, or with epochs=0 re-measure "
+                           "at it", kind="str", optional=True),
+    )[name]
+
+
+class _VAETask(TrainingTask):
+    """Shared behaviour of the two VAE tasks; subclasses set the latent kind and defaults."""
+
+    latent: ClassVar[str]
+    DEFAULTS: ClassVar[dict[str, Any]]
+    PRESETS: ClassVar[dict[str, dict[str, Any]]]
+    relaxed_f = True
+    differentiable_f = True
+    groups = ("encoder", "logits")
+    offers = ("importance_weights",)
+    dtype = "float32"
+    default_samples = 100  # the GST variance protocol's 100 estimates
+    default_reference_samples = 1000  # draws per measured image: decoder passes over the 1,000 images
+
+    def __post_init__(self):
+        chosen = self.PRESETS.get(getattr(self, "preset", None), {})
+        for key, default in self.DEFAULTS.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, chosen.get(key, default))
+        if self.decoder_hidden is None:
+            object.__setattr__(self, "decoder_hidden", tuple(reversed(self.encoder_hidden)))
+        self._check_data()
+        if self.resume is not None:
+            from .checkpoint import load
+
+            load(self.resume, self.architecture())
+        elif self.epochs == 0:
+            raise SpecError(f"{self.name}: epochs=0 needs resume=PATH (a checkpoint to evaluate and measure)")
+
+    def _check_data(self) -> None:
+        """Load the data now (cached in-process) so missing or corrupt files fail before the run starts."""
+        data = mnist.load(self.dataset, self.data_dir)
+        if self.measure_every and self.measure_images > data.test_images.shape[0]:
+            raise SpecError(f"{self.name}: measure_images={self.measure_images} but the {data.name} test set has "
+                            f"{data.test_images.shape[0]} images; use at most that many")
+
+    def architecture(self) -> dict[str, Any]:
+        """The parameters that fix the model's shape (checked when loading a checkpoint)."""
+        return {"latent": self.latent, "latents": self.latents, "categories": self.categories,
+                "encoder_hidden": list(self.encoder_hidden), "decoder_hidden": list(self.decoder_hidden),
+                "activation": self.activation}
+
+    def train(self, estimator, session) -> None:
+        from .train import train
+
+        train(self, estimator, session)
+
+
+@tasks.register
+@dataclass(frozen=True)
+class MnistVAE(_VAETask):
+    """Categorical VAE on MNIST (GST protocol, 30 × 10 latents) trained with the estimator, gradients measured."""
+
+    name = "mnist-vae"
+    latent = "categorical"
+    families = ("categorical",)
+    DEFAULTS = {"binarize": "dynamic", "epochs": CPU_EPOCHS, "measure_every": CPU_MEASURE_EVERY,
+                "iwae_every": CPU_MEASURE_EVERY}
+    PRESETS = {
+        # Fan et al. 2022 (GST), MNIST-VAE: 40 epochs, grey-level targets, a measurement after
+        # every epoch. τ ∈ {1.0, 0.5} is the estimator's (e.g. "gst(gap=1.2, tau=0.5)");
+        # the paper's 10 seeds are --seed 0 … 9. Meant for full MNIST (data_dir=) on a GPU.
+        "gst-paper": {"epochs": 40, "binarize": "none", "measure_every": 1, "iwae_every": 1},
+    }
+    preset: str | None = _common("preset", ("gst-paper",))
+    dataset: str = _common("dataset")
+    data_dir: str | None = _common("data_dir")
+    binarize: str | None = _common("binarize")
+    latents: int = param(30, "number of categorical latent variables L", ge=1)
+    categories: int = param(10, "categories K per latent variable", ge=2)
+    encoder_hidden: tuple = param((512, 256), "hidden widths of the encoder MLP", kind="ints", ge=1)
+    decoder_hidden: tuple | None = param(None, "hidden widths of the decoder MLP (default: the encoder's reversed)",
+                                         kind="ints", optional=True, ge=1)
+    activation: str = param("relu", "hidden activation: relu, or leaky_relu (slope 0.3)", choices=ACTIVATIONS)
+    batch_size: int = param(100, "training batch size", ge=1)
+    lr: float = param(1e-3, "Adam learning rate", gt=0.0)
+    epochs: int | None = _common("epochs")
+    measure_every: int | None = _common("measure_every")
+    measure_images: int = _common("measure_images")
+    iwae_samples: int = _common("iwae_samples")
+    iwae_every: int | None = _common("iwae_every")
+    checkpoint_every: int = _common("checkpoint_every")
+    resume: str | None = _common("resume")
+
+
+@tasks.register
+@dataclass(frozen=True)
+class MnistVAEBinary(_VAETask):
+    """Binary VAE on MNIST (DisARM protocol, 200 Bernoulli latents) trained with the estimator, gradients measured."""
+
+    name = "mnist-vae-binary"
+    latent = "bernoulli"
+    families = ("bernoulli", "categorical")
+    DEFAULTS = {"binarize": "dynamic", "epochs": CPU_EPOCHS, "measure_every": CPU_MEASURE_EVERY,
+                "iwae_every": CPU_MEASURE_EVERY}
+    # DisARM's models (Dong, Mnih & Tucker 2020; batch 50, Adam 1e-4): "linear" is the default
+    # with lr=1e-4; "nonlinear" adds encoder_hidden=[200, 200] (LeakyReLU 0.3, decoder mirrored).
+    PRESETS = {}
+    dataset: str = _common("dataset")
+    data_dir: str | None = _common("data_dir")
+    binarize: str | None = _common("binarize")
+    latents: int = param(200, "number of Bernoulli latent variables", ge=1)
+    encoder_hidden: tuple = param((), "hidden widths of the encoder MLP (none: linear, as DisARM's linear model; "
+                                      "[200, 200]: DisARM's nonlinear one)", kind="ints", ge=1)
+    decoder_hidden: tuple | None = param(None, "hidden widths of the decoder MLP (default: the encoder's reversed)",
+                                         kind="ints", optional=True, ge=1)
+    activation: str = param("leaky_relu", "hidden activation: leaky_relu (slope 0.3, as DisARM) or relu",
+                            choices=ACTIVATIONS)
+    batch_size: int = param(50, "training batch size (DisARM: 50)", ge=1)
+    lr: float = param(1e-3, "Adam learning rate (1e-3 for a CPU-sized run; DisARM used 1e-4 for 10⁶ steps)",
+                      gt=0.0)
+    epochs: int | None = _common("epochs")
+    measure_every: int | None = _common("measure_every")
+    measure_images: int = _common("measure_images")
+    iwae_samples: int = _common("iwae_samples")
+    iwae_every: int | None = _common("iwae_every")
+    checkpoint_every: int = _common("checkpoint_every")
+    resume: str | None = _common("resume")
+
+    @property
+    def categories(self) -> int:
+        return 1
