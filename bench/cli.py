@@ -140,6 +140,146 @@ def run(
             console.print(f"results: {result.run_dir}")
 
 
+@app.command()
+def sweep(
+    ctx: typer.Context,
+    task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Task spec, repeatable: every task is "
+                                                      "crossed with every estimator.")] = None,
+    estimator: Annotated[Optional[list[str]], typer.Option("--estimator", "-e", help='Estimator spec, repeatable '
+                                                           '("*": every estimator that fits the task).')] = None,
+    seed: Annotated[Optional[list[str]], typer.Option(help="Seed, repeatable, or a range A..B (inclusive), "
+                                                      "e.g. --seed 0..9.")] = None,
+    estimator_grid: Annotated[Optional[list[str]], typer.Option(help='Values crossed into every estimator spec, '
+                                                                'e.g. "tau=[1.0, 0.5]"; repeatable.')] = None,
+    task_grid: Annotated[Optional[list[str]], typer.Option(help='Values crossed into every task spec, e.g. '
+                                                           '"epochs=[5, 10]"; repeatable.')] = None,
+    suite: Annotated[Optional[str], typer.Option(help="Sweep a named suite (e.g. gst-table, ci) instead of "
+                                                 "--task/--estimator; options given here override its values.")] = None,
+    suite_file: Annotated[Optional[Path], typer.Option(help="TOML file of suites (default: the built-in "
+                                                       "suites.toml).")] = None,
+    out: Annotated[str, typer.Option(help="Results folder or pyarrow URI (file://, s3://, ...); one subfolder "
+                                     "per cell. Cells complete there are skipped.")] = "results",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cells run at once: worker processes (local), or "
+                                      "the CPUs of a local Ray instance.")] = 1,
+    threads: Annotated[Optional[int], typer.Option(help="Torch threads per cell (default: cores / jobs locally, "
+                                                   "1 CPU per Ray task).")] = None,
+    backend: Annotated[str, typer.Option(help="local (this machine) or ray (pip install 'gradbench[ray]').")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (e.g. auto, or ray://head:10001); "
+                                                   "default: start a local Ray instance.")] = None,
+    gpus_per_cell: Annotated[float, typer.Option(help="GPUs a Ray task asks for when its cell runs on CUDA "
+                                                 "(a fraction shares a GPU).")] = 1.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and their status; run nothing.")] = False,
+    samples: Annotated[Optional[int], typer.Option(help="Gradient estimates per cell (default: the task's).")] = None,
+    engine: Annotated[str, typer.Option(help="vectorized or loop.")] = "vectorized",
+    device: Annotated[str, typer.Option(help="auto (CUDA when the backend has GPUs), cpu or cuda.")] = "auto",
+    dtype: Annotated[Optional[str], typer.Option(help="float32 or float64 (default: the task's).")] = None,
+    reference: Annotated[str, typer.Option(help="auto, exact or reinforce.")] = "auto",
+    reference_samples: Annotated[Optional[int], typer.Option(help="Draws behind a REINFORCE reference "
+                                                             "(default: the task's).")] = None,
+    chunk_size: Annotated[int, typer.Option(help="Estimates per vectorised chunk.")] = 1 << 16,
+    warmup: Annotated[int, typer.Option(help="Adaptation steps of stateful estimators.")] = 1000,
+):
+    """Run a grid of cells (tasks × estimators × crossed parameters × seeds), resumably, in parallel or on Ray."""
+    import shlex
+
+    from .grid import OPTION_NAMES, Grid
+    from .sweep import SweepOptions, rerun_command, run_sweep
+
+    given = {name: value for name, value in (("samples", samples), ("engine", engine), ("device", device),
+                                             ("dtype", dtype), ("reference", reference),
+                                             ("reference_samples", reference_samples), ("chunk_size", chunk_size),
+                                             ("warmup", warmup)) if _given(ctx, name)}
+    seeds = _seeds(seed or [])
+    if seeds:
+        given["seed"] = seeds
+    crossed = {"task_grid": _grid_values("--task-grid", task_grid or []),
+               "estimator_grid": _grid_values("--estimator-grid", estimator_grid or [])}
+    if suite is None:
+        if not task:
+            raise UserError("Missing option '--task': give a task spec (or --suite NAME); see 'gradbench list tasks'")
+        if not estimator:
+            raise UserError("Missing option '--estimator': give at least one estimator spec; "
+                            "see 'gradbench list estimators'")
+        options = {k: v if isinstance(v, list) else [v] for k, v in given.items()}
+        grids = [Grid(tuple(task), tuple(estimator), crossed["task_grid"], crossed["estimator_grid"],
+                      {k: tuple(v) for k, v in options.items() if k in OPTION_NAMES})]
+    else:
+        if task or estimator:
+            raise UserError("--suite names its own tasks and estimators; drop --task and --estimator")
+        from dataclasses import replace
+
+        from .suites import load_grids
+
+        grids = [replace(g, options={**g.options, **{k: tuple(v) if isinstance(v, list) else (v,)
+                                                     for k, v in given.items()}},
+                         task_grid={**g.task_grid, **crossed["task_grid"]},
+                         estimator_grid={**g.estimator_grid, **crossed["estimator_grid"]})
+                 for g in load_grids(suite, suite_file)[1]]
+    sweep_options = SweepOptions(out, jobs, threads, backend, address, gpus_per_cell)
+
+    def show(summary, store) -> None:
+        note = f" ({summary.duplicates} duplicate configurations given once)" if summary.duplicates else ""
+        err_console.print(f"{len(summary.cells)} cells{note}: {summary.complete_before} complete in {out}, "
+                          f"{len(summary.cells) - summary.complete_before} to run", highlight=False, soft_wrap=True)
+        if dry_run:
+            table = Table(title=f"sweep into {out}")
+            for col in ("cell", "task", "estimator", "seed", "device", "status"):
+                table.add_column(col)
+            for c in summary.cells:
+                table.add_row(c.name, c.task, c.estimator, str(c.options.seed), c.device,
+                              summary.previous.get(c.id) or "to run")
+            console.print(table)
+
+    result = run_sweep(grids, sweep_options, err_console, dry_run, show)
+    if dry_run:
+        return 0
+    command = shlex.join(["gradbench", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else "the same command"
+    failed, busy = result.with_status("failed"), result.with_status("busy")
+    ran = len(result.outcomes)
+    console.print(f"{len(result.cells)} cells: {result.complete_before} complete before, {ran} run now "
+                  f"({len(result.with_status('complete'))} complete, {len(failed)} failed, {len(busy)} busy), "
+                  f"{result.remaining} not run · {result.seconds:.1f} s · results: {out}", highlight=False, soft_wrap=True)
+    for cell, outcome in failed:
+        console.print(f"failed: {cell.label}: {outcome.error}\n  re-run it: {rerun_command(cell, out)}",
+                      markup=False, highlight=False, soft_wrap=True)
+    if busy:
+        console.print(f"{len(busy)} cells were being run by another process; run the command again after it ends",
+                      highlight=False)
+    if result.interrupted:
+        err_console.print(f"interrupted: finished cells are kept; resume with: {command}", markup=False, soft_wrap=True)
+        return 130
+    if failed:
+        console.print(f"re-run every failed or missing cell (complete ones are skipped): {command}", markup=False,
+                      highlight=False, soft_wrap=True)
+    return 0 if result.all_complete else 1
+
+
+def _seeds(values: list[str]) -> list[int]:
+    seeds = []
+    for text in values:
+        first, sep, last = text.partition("..")
+        try:
+            seeds += list(range(int(first), int(last) + 1)) if sep else [int(text)]
+        except ValueError:
+            raise UserError(f"--seed {text!r} is not an integer or a range A..B (e.g. 0..9)") from None
+    return seeds
+
+
+def _grid_values(option: str, texts: list[str]) -> dict[str, tuple]:
+    """"tau=[1.0, 0.5], k=[10, 100]" -> {"tau": (1.0, 0.5), "k": (10, 100)}."""
+    from .spec import parse_spec
+
+    out: dict[str, tuple] = {}
+    for text in texts:
+        try:
+            kwargs = parse_spec(f"grid({text})").kwargs
+        except UserError as exc:
+            raise UserError(f"{option} {text!r}: write key=[value, ...]: {exc}") from None
+        for key, value in kwargs.items():
+            out[key] = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    return out
+
+
 def _given(ctx: typer.Context, name: str) -> bool:
     """Whether option ``name`` was typed on the command line (not left at its default)."""
     source = ctx.get_parameter_source(name)

@@ -115,8 +115,13 @@ def build(plan: Plan):
     return task, built
 
 
-def execute(plan: Plan, progress_factory: Callable | None = None, console=None) -> RunResult:
-    """Measure (fixed tasks) or train and measure (training tasks) every estimator; write the run folder."""
+def execute(plan: Plan, progress_factory: Callable | None = None, console=None,
+            run_dir: Path | None = None, run_id: str | None = None) -> RunResult:
+    """Measure (fixed tasks) or train and measure (training tasks) every estimator; write the run folder.
+
+    The folder is ``options.out/<new run id>``, or ``run_dir`` (an existing, empty folder) named
+    ``run_id`` when given: a sweep runs each cell in a temporary folder it renames on completion.
+    """
     import torch
 
     from .environment import environment
@@ -131,7 +136,9 @@ def execute(plan: Plan, progress_factory: Callable | None = None, console=None) 
     dtype = getattr(torch, dtype_name)
 
     created = datetime.now(timezone.utc)
-    run_id, run_dir = create_run_dir(Path(options.out), created)
+    if run_dir is None:
+        run_id, run_dir = create_run_dir(Path(options.out), created)
+    run_id = run_id or run_dir.name
     sidecar = {
         "run_id": run_id,
         "created_at": created.isoformat(),
