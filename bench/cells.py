@@ -60,7 +60,7 @@ def run_cell(cell: Cell, store: CellStore, device: str | None = None, progress_f
         with store.claim(cell.name) as work:
             if store.status(cell.name) == "complete":  # re-checked under the lock: another sweep may have run it
                 return Outcome(cell.id, "skipped")
-            options = replace(cell.options, device=device or cell.device)
+            options = replace(cell.options, device=device or cell.device, out=store.root)  # recorded in the sidecar
             status, error = "complete", ""
             try:
                 plan = prepare(cell.task, [cell.estimator], options)

@@ -161,8 +161,8 @@ def sweep(
                                      "per cell. Cells complete there are skipped.")] = "results",
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cells run at once: worker processes (local), or "
                                       "the CPUs of a local Ray instance.")] = 1,
-    threads: Annotated[Optional[int], typer.Option(help="Torch threads per cell (default: cores / jobs locally, "
-                                                   "1 CPU per Ray task).")] = None,
+    threads: Annotated[int, typer.Option(help="Torch threads per cell (a Ray task asks for as many CPUs). "
+                                         "Keep it fixed: float32 kernels round differently with other counts.")] = 1,
     backend: Annotated[str, typer.Option(help="local (this machine) or ray (pip install 'gradbench[ray]').")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (e.g. auto, or ray://head:10001); "
                                                    "default: start a local Ray instance.")] = None,

@@ -11,7 +11,6 @@ resumed by running the same command again.
 
 from __future__ import annotations
 
-import os
 import shlex
 import time
 from contextlib import nullcontext
@@ -33,7 +32,7 @@ class SweepOptions:
 
     out: str = "results"
     jobs: int = 1
-    threads: int | None = None  # torch threads per cell; default: cores / jobs (local), 1 (ray)
+    threads: int = 1  # torch threads per cell: float32 kernels round differently with other counts
     backend: str = "local"
     address: str | None = None
     gpus_per_cell: float = 1.0
@@ -43,7 +42,7 @@ class SweepOptions:
             raise UserError(f"unknown backend {self.backend!r}; choose local or ray")
         if self.jobs < 1:
             raise UserError(f"--jobs must be at least 1, got {self.jobs}")
-        if self.threads is not None and self.threads < 1:
+        if self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}")
         if not self.gpus_per_cell > 0:
             raise UserError(f"--gpus-per-cell must be positive, got {self.gpus_per_cell}")
@@ -74,19 +73,11 @@ class Summary:
         return self.remaining == 0 and all(o.status in done for o in self.outcomes.values())
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 class LocalBackend:
     """Cells in this process (``--jobs 1``) or on worker processes."""
 
-    def __init__(self, jobs: int, threads: int | None):
-        self.jobs = jobs
-        self.threads = threads or (None if jobs == 1 else max(1, usable_cores() // jobs))
+    def __init__(self, jobs: int, threads: int):
+        self.jobs, self.threads = jobs, threads
 
     def auto_device(self) -> str:
         import torch
@@ -117,7 +108,7 @@ def open_backend(options: SweepOptions):
     if options.backend == "ray":
         from .sweep_ray import RayBackend
 
-        return RayBackend(options.address, options.jobs if options.jobs > 1 else None, options.threads or 1,
+        return RayBackend(options.address, options.jobs if options.jobs > 1 else None, options.threads,
                           options.gpus_per_cell)
     return LocalBackend(options.jobs, options.threads)
 

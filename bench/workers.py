@@ -1,7 +1,7 @@
 """Worker processes for ``gradbench sweep --jobs N`` on one machine.
 
-N ``spawn``-started processes, each given one cell at a time, each with its own torch
-thread count (and GPU, round robin, when cells run on CUDA). The parent knows which
+N ``spawn``-started processes, each given one cell at a time, each with ``threads`` torch
+threads (and GPU, round robin, when cells run on CUDA). The parent knows which
 cell every worker holds, so a worker that dies (killed, out of memory) fails exactly
 that cell, which is recorded, and a fresh worker takes its place. On SIGINT the
 parent interrupts its workers (their cells publish nothing) and stops them. Workers

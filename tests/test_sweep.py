@@ -340,8 +340,8 @@ def test_old_runs_and_sweep_cells_read_together(tmp_path):
 def test_ray_backend_gives_the_numbers_of_the_local_backend(tmp_path):
     pytest.importorskip("ray")
     local, ray_out = tmp_path / "local", tmp_path / "ray"
-    grid = [Grid(("toy-quadratic",), ("stgs", "gst(gap=1.2)"), options={"seed": (0, 1), "samples": (300,),
-                                                                          "device": ("cpu",)})]
+    grid = [Grid(("toy-quadratic",), ("gst(gap=1.2)",), options={"seed": (0, 1), "samples": (300,),
+                                                                   "device": ("cpu",)})]
     run_sweep(grid, SweepOptions(str(local), threads=1))
     summary = run_sweep(grid, SweepOptions(str(ray_out), jobs=2, backend="ray"))
     assert summary.all_complete and {o.status for o in summary.outcomes.values()} == {"complete"}
