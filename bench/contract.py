@@ -157,10 +157,13 @@ class Problem(ABC):
 
     family: the native distribution family of ``distribution(...)``.
     objective: f, with its declared properties.
+    chunk_limit: most estimates drawn at once, for problems whose memory per
+        estimate is large (a network per parameter copy); None leaves it to the runner.
     """
 
     family: ClassVar[str]
     objective: Objective
+    chunk_limit: int | None = None
 
     @abstractmethod
     def parameters(self) -> dict[str, Tensor]:
