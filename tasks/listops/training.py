@@ -101,7 +101,9 @@ def train(task, estimator: Estimator, session: TrainingSession, splits: Splits) 
     params = [p.requires_grad_(True) for p in weights.values()]
     optimizer = torch.optim.Adam(params, lr=task.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=4)
-    order, drops = session.generator("data"), session.generator("dropout")
+    # Batch order on the CPU (randperm wants a CPU generator); dropout masks on the device.
+    order = torch.Generator().manual_seed(derive_seed(session.seed, "data"))
+    drops = session.generator("dropout")
     stepwise = seen_stepwise(estimator)
     state, state_ready = None, not estimator.stateful
     probe = measurement_batch(splits.valid, task.measure_sentences, task.measure_length, device)
