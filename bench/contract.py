@@ -157,8 +157,9 @@ class Problem(ABC):
 
     family: the native distribution family of ``distribution(...)``.
     objective: f, with its declared properties.
-    chunk_limit: most estimates drawn at once, for problems whose memory per
-        estimate is large (a network per parameter copy); None leaves it to the runner.
+    chunk_limit: most evaluations of f (estimates × evaluations per estimate) drawn
+        at once, for problems whose memory per evaluation is large (a network per
+        parameter copy); None leaves it to the runner.
     """
 
     family: ClassVar[str]

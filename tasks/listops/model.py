@@ -95,11 +95,16 @@ class Batch:
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor, inner: int) -> Tensor:
-    """x ``[*lead, n, *mid, i]`` (``inner`` = len(mid)) times weight ``[n, i, o]`` plus bias ``[n, o]``."""
-    flat = x.flatten(x.dim() - 1 - inner, -2) if inner else x.unsqueeze(-2)
-    out = torch.matmul(flat, weight)
-    out = out.reshape(*x.shape[:-1], weight.shape[-1])
-    return out + bias.reshape(bias.shape[0], *([1] * inner), bias.shape[-1])
+    """x ``[*lead, n, *mid, i]`` (``inner`` = len(mid)) times weight ``[n, i, o]`` plus bias ``[n, o]``.
+
+    One bmm per copy over every lead and mid row: broadcasting the weight over lead
+    axes instead would run one small matmul per sample (RLOO's m trees, enumerated orders).
+    """
+    n, lead = weight.shape[0], x.dim() - 2 - inner
+    rows = x.movedim(lead, 0) if lead else x
+    out = torch.bmm(rows.reshape(n, -1, x.shape[-1]), weight).reshape(*rows.shape[:-1], weight.shape[-1])
+    out = out.movedim(0, lead) if lead else out
+    return out + bias.reshape(n, *([1] * inner), bias.shape[-1])
 
 
 def leaf_states(w: dict[str, Tensor], batch: Batch, drop: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -33,7 +33,7 @@ class ListOpsProblem(SequenceProblem):
         self.batch = batch
         size, longest = batch.tokens.shape
         dim = self.query.numel()
-        # Per estimate the tree keeps about 20·d values per node and step: B·L²·20·d.
+        # Per tree (evaluation of f) about 20·d values per node and step are kept: B·L²·20·d.
         self.chunk_limit = max(1, _CHUNK_VALUES // (size * longest * longest * 20 * dim))
 
     def parameters(self) -> dict[str, Tensor]:

@@ -61,6 +61,8 @@ class ListOps(TrainingTask):
     clip: float = param(5.0, "gradient-norm clip", gt=0)
     train_size: int | None = param(None, "generated training sentences (cpu 12000, gst-paper 90000)", kind="int",
                                    optional=True, ge=1)
+    valid_size: int = param(0, "generated validation sentences (disjoint) to use instead of the official "
+                               "validation file; 0 keeps the official file", ge=0)
     test_size: int | None = param(None, "generated test sentences, disjoint from training (cpu 1000, "
                                         "gst-paper 10000)", kind="int", optional=True, ge=0)
     max_length: int = param(99, "longest training sentence in tokens (GST: under 100)", ge=4)
@@ -103,9 +105,10 @@ class ListOps(TrainingTask):
 
         official = data.read_tsv(data.official_validation_path())
         if self.data_dir is None:
-            examples = data.generate(self.train_size + self.test_size, self.data_seed, max_length=self.max_length)
-            return Splits(examples[: self.train_size], official, examples[self.train_size :],
-                          f"generated, data_seed={self.data_seed}")
+            sizes = (self.train_size, self.valid_size, self.test_size)
+            examples = data.generate(sum(sizes), self.data_seed, max_length=self.max_length)  # unique: disjoint splits
+            train, valid, test = (examples[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(3))
+            return Splits(train, valid or official, test, f"generated, data_seed={self.data_seed}")
         train = [e for e in data.read_tsv(self.split_file("train")) if len(e.tokens) <= self.max_length]
         if not train:
             raise DataError(f"listops: no training sentence in {self.split_file('train')} has at most "
