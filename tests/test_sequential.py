@@ -142,6 +142,15 @@ def test_reinforce_reference_agrees_with_exact():
         assert float(g.norm()) > 10 * mc.stderr(group)  # the check has power
 
 
+def test_too_many_sequences_fall_back_to_reinforce():
+    problem = ChainProblem()
+    problem.max_sequences = 10
+    reference = resolve_reference(problem, "auto", 4000, 0)
+    assert reference.kind == "reinforce" and reference.samples == 4000
+    with pytest.raises(UserError, match="too large to enumerate"):
+        resolve_reference(problem, "exact", 4000, 0)
+
+
 @pytest.mark.parametrize("spec", ["reinforce", "rloo(m=3)"])
 def test_unbiased_estimators_match_the_exact_gradient(spec):
     problem = ChainProblem()
