@@ -82,7 +82,9 @@ class View:
             self.objective = Objective(lambda x: f.fn(to_native(x)), f.relaxed, f.differentiable)
         else:
             self.objective = f
-        self.template = template.step_template() if self.stepwise else self.distribution(replicate(problem.parameters(), 1))
+        # A step-by-step estimator declares its noise for every decision at once ([*batch, T, K]).
+        self.template = (template.step_template() if self.stepwise
+                         else self.distribution(replicate(problem.parameters(), 1)))
 
     def distribution(self, params: dict[str, Tensor]) -> Distribution:
         dist = self.problem.distribution(params)
