@@ -165,10 +165,14 @@ class Problem(ABC):
 
     family: the native distribution family of ``distribution(...)``.
     objective: f, with its declared properties.
+    chunk_limit: most evaluations of f (estimates × evaluations per estimate) drawn
+        at once, for problems whose memory per evaluation is large (a network per
+        parameter copy); None leaves it to the runner.
     """
 
     family: ClassVar[str]
     objective: Objective
+    chunk_limit: int | None = None
 
     @abstractmethod
     def parameters(self) -> dict[str, Tensor]:

@@ -56,6 +56,8 @@ def enumerate_gradient(problem: Problem, max_configurations: int = MAX_CONFIGURA
     params = replicate(problem.parameters(), 1)
     dist = problem.distribution(params)
     support = dist.support()  # [V, *event]
+    if support is None:  # dependent variables (a decision sequence): no product grid; the problem enumerates
+        return None
     n_vars = math.prod(dist.batch_shape)
     if support.shape[0] ** n_vars > max_configurations:
         return None

@@ -23,6 +23,9 @@ from .spec import Spec, parse_spec
 
 T = TypeVar("T")
 
+# The native family of decision sequences (gradbench.sequential; spelled out here so listing never imports torch).
+SEQUENCE_FAMILY = "categorical-sequence"
+
 # Modules whose classes make up the built-in catalog (imported only to regenerate it).
 BUILTIN_MODULES = {
     "estimator": [
@@ -43,6 +46,7 @@ BUILTIN_MODULES = {
         "gradbench.tasks.toy_latent",
         "gradbench.tasks.counts",
         "gradbench.tasks.mnist_vae.task",
+        "gradbench.tasks.listops.task",
     ],
 }
 
@@ -280,6 +284,17 @@ def compatibility(estimator: EntryInfo, task: EntryInfo, kwargs: dict[str, Any] 
         return False, "needs a differentiable f"
     if tsk.get("masks") and not cap("masks"):
         return False, "does not support masked categories"
+    if family == "categorical" and tsk["families"][0] == SEQUENCE_FAMILY:
+        # Seen one decision at a time (bench/sequential.py): m evaluations per decision
+        # would compound to m^T, and a state adapted per decision is ill-defined.
+        evaluations = est.get("evaluations", 1)
+        if isinstance(evaluations, str) and evaluations in estimator.params:  # else a formula, e.g. "K·D + 1"
+            evaluations = (kwargs or {}).get(evaluations, estimator.params[evaluations].default)
+        if evaluations != 1:
+            return False, (f"evaluates f {evaluations} times per decision, which a sequence of T merge decisions "
+                           f"would compound to {evaluations}^T")
+        if cap("stateful"):
+            return False, "is stateful, and its state cannot adapt to one decision of a sequence at a time"
     for need in est.get("requires", []):
         if need not in tsk.get("offers", []):
             return False, f"needs a task that offers {need}"

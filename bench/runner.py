@@ -17,10 +17,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .contract import Chunk, Estimator, Problem
+from .contract import Chunk, Estimator, Problem, Surrogate
 from .distributions import Distribution
 from .errors import UserError
 from .noise import NoiseSource, derive_seed
+from .sequential import CategoricalSequence
 from .stats import GroupStats, GroupSummary
 
 ENGINES = ("vectorized", "loop")
@@ -60,7 +61,8 @@ class View:
     """The problem as one estimator sees it: natively, or through a categorical view.
 
     A categorical estimator on Bernoulli variables sees two-category variables whose
-    one-hot samples map back to 0/1 before f is evaluated.
+    one-hot samples map back to 0/1 before f is evaluated; on a decision sequence
+    (bench/sequential.py) it sees one decision at a time (``stepwise``).
     """
 
     def __init__(self, problem: Problem, estimator: Estimator):
@@ -75,7 +77,8 @@ class View:
                 f"{estimator.name} handles {'/'.join(estimator.families)} variables; this task's are {native}"
             )
         template = problem.distribution(replicate(problem.parameters(), 1))
-        if self._viewed and template.as_categorical() is None:
+        self.stepwise = self._viewed and isinstance(template, CategoricalSequence)
+        if self._viewed and not self.stepwise and template.as_categorical() is None:
             raise UserError(f"{estimator.name} needs a categorical view of {native} variables, which has none")
         self._native = type(template)
         f = problem.objective
@@ -85,11 +88,19 @@ class View:
             self.objective = dataclasses.replace(f, fn=lambda x: f.fn(to_native(x)), log_joint=joint)
         else:
             self.objective = f
-        self.template = self.distribution(replicate(problem.parameters(), 1))
+        # A step-by-step estimator declares its noise for every decision at once ([*batch, T, K]).
+        self.template = (template.step_template() if self.stepwise
+                         else self.distribution(replicate(problem.parameters(), 1)))
 
     def distribution(self, params: dict[str, Tensor]) -> Distribution:
         dist = self.problem.distribution(params)
-        return dist.as_categorical() if self._viewed else dist
+        return dist.as_categorical() if self._viewed and not self.stepwise else dist
+
+    def surrogate(self, estimator: Estimator, dist: Distribution, noise: dict[str, Tensor], state: Any) -> Surrogate:
+        """The estimator's surrogate on this view (a decision sequence brings its own objective)."""
+        if isinstance(dist, CategoricalSequence):
+            return dist.surrogate(estimator, noise, state, self.stepwise)
+        return estimator.surrogate(dist, self.objective, noise, state)
 
 
 def replicate(params: dict[str, Tensor], n: int) -> dict[str, Tensor]:
@@ -112,7 +123,7 @@ def per_draw_gradients(view: View, estimator: Estimator, state: Any, noise: dict
 def _gradients(view: View, estimator: Estimator, state: Any, noise: dict[str, Tensor], n: int) -> dict[str, Tensor]:
     params = replicate(view.problem.parameters(), n)
     dist = view.distribution(params)
-    out = estimator.surrogate(dist, view.objective, noise, state)
+    out = view.surrogate(estimator, dist, noise, state)
     grads = torch.autograd.grad(out.value.sum(), list(params.values()), allow_unused=True)
     return {
         k: (g if g is not None else torch.zeros_like(p)).reshape(n, -1)
@@ -145,7 +156,7 @@ def warm_up(view: View, estimator: Estimator, state: Any, steps: int, seed: int)
         noise = noise_source.draw_all(specs, step, step + 1)
         params = replicate(view.problem.parameters(), 1)
         dist = view.distribution(params)
-        out = estimator.surrogate(dist, view.objective, noise, state)
+        out = view.surrogate(estimator, dist, noise, state)
         state = estimator.update(state, dist, view.objective, noise, out)
     return state
 
@@ -183,6 +194,8 @@ def measure(problem: Problem, estimator: Estimator, reference: dict[str, Tensor]
     specs = estimator.noise(view.template)
     noise_source = NoiseSource(config.seed, "measure", device, dtype)
     chunk = chunk_size_for(estimator, view.template, config.chunk_size)
+    if problem.chunk_limit is not None:  # counted in evaluations of f: RLOO(m) holds m per estimate
+        chunk = min(chunk, max(1, problem.chunk_limit // estimator.n_evaluations()))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for start, stop, batch in plan_chunks(config.samples, config.batches, chunk):
         t0 = time.perf_counter()

@@ -27,6 +27,11 @@ The tests:
       need ≥ 2 seeds a side, or, for a stateful estimator on a fixed task, the same
       seeds on both sides (then the state comes from the same noise and the intervals
       apply); otherwise they are shown as "untested".
+Rounding floor: variance and mse are streamed as Σ‖g‖² − ‖Σg‖²/S (so memory stays flat
+in S), which cancels down to about ε·‖E g‖² (ε the dtype's machine epsilon). An
+estimator that is exact up to rounding (IndeCateR on one Bernoulli) therefore shows a
+variance of pure rounding noise; where both sides are below ROUNDING_FLOOR·ε·‖reference‖²
+the key is reported "at rounding floor" and never tested.
 Timing metrics (seconds_per_estimate, work_normalized_variance) depend on the machine
 and its load, which no within-run interval captures: they are left out unless
 ``timing_ratio`` is given, and then need that (generous) factor as well.
@@ -55,6 +60,9 @@ LOG_SCALE = {"variance", "variance_per_element", "mse", *TIMING_METRICS}
 _CURVE_LOWER = ("neg_elbo", "loss", "nll", "error", "perplexity", "bpd")
 
 REGRESSION, NOW_FAILING = "regression", "now failing"
+ROUNDING = "at rounding floor"
+ROUNDING_FLOOR = 64  # multiples of ε·‖reference‖²; measured rounding noise is 1–3 ε·‖reference‖²
+CANCELLING = ("variance", "mse")  # metrics streamed as a difference of sums of squares
 
 
 def direction(metric: str) -> int:
@@ -111,6 +119,7 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, metrics: tuple[str
     both = pd.concat([baseline.assign(_side="baseline"), current.assign(_side="current")], ignore_index=True)
     both["training"] = training_tasks(both)
     both["seed_dependent"] = both["training"] | (both["warmup"] > 0)
+    floors = _rounding_floors(both)
     both = select(both, metrics, timing_ratio is not None)
     both = _failures_as_rows(both)
     both["task_label"] = task_labels(both)
@@ -123,6 +132,10 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, metrics: tuple[str
     merged["reason"] = _skip_reasons(merged)
     skipped = merged[(merged["reason"] != "") & (merged["metric"] != "status")]
     rows = merged[merged["reason"] == ""].copy()
+    for side in ("b", "c"):
+        side_floors = floors.get("baseline" if side == "b" else "current", pd.Series(dtype=float))
+        key = pd.MultiIndex.from_frame(rows[_MEASUREMENT].astype(str))
+        rows[f"floor_{side}"] = side_floors.reindex(key).to_numpy()
     if rows.empty:
         detail = skipped["reason"].value_counts().head(3)
         raise UserError("nothing to compare: no key is in both results with the same versions, device and dtype ("
@@ -132,6 +145,19 @@ def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, metrics: tuple[str
     return Comparison(rows.sort_values(show).reset_index(drop=True),
                       skipped[KEY + ["task_label", "estimator_label", "reason"]].reset_index(drop=True),
                       alpha, max_ratio)
+
+
+_MEASUREMENT = [k for k in KEY if k != "metric"]
+
+
+def _rounding_floors(df: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per side and measurement key: ROUNDING_FLOOR·ε·‖reference‖², the largest over its rows."""
+    ref = df[df["metric"] == "reference_norm"]
+    eps = ref["dtype"].map(lambda d: np.finfo(d).eps if d in ("float16", "bfloat16", "float32", "float64")
+                           else np.nan).astype(float)
+    floor = (ROUNDING_FLOOR * eps * ref["value"].astype(float) ** 2).rename("floor")
+    keyed = pd.concat([ref[["_side", *_MEASUREMENT]].astype(str), floor], axis=1)
+    return {side: g.groupby(_MEASUREMENT)["floor"].max() for side, g in keyed.groupby("_side")}
 
 
 def _failures_as_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -193,6 +219,8 @@ def _test(rows: pd.DataFrame, max_ratio: float, alpha: float, timing_ratio: floa
     seeded = rows["seed_dependent"].to_numpy(bool)
     testable = np.isfinite(se_b) & np.isfinite(se_c) & (sign != 0) & (~seeded | spread | paired)
     identical = (rows["values_b"] == rows["values_c"]).to_numpy()
+    rounding = np.isin(metric, CANCELLING) & (b <= rows["floor_b"].to_numpy(float)) & (
+        c <= rows["floor_c"].to_numpy(float))
     log_scale = np.isin(metric, list(LOG_SCALE)) & (b > 0) & (c > 0)
     norm = np.isin(metric, list(NORM_METRICS))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -205,16 +233,16 @@ def _test(rows: pd.DataFrame, max_ratio: float, alpha: float, timing_ratio: floa
     dof = np.where(np.isfinite(dof) & ~norm, dof, np.inf)
     p_worse = _p_value(z, dof, norm)
     p_better = _p_value(-z, dof, norm)
-    tested = testable & ~identical & (se > 0)
+    tested = testable & ~identical & ~rounding & (se > 0)
     adj_worse, adj_better = _holm(p_worse, tested), _holm(p_better, tested)
     factor = np.where(np.isin(metric, list(TIMING_METRICS)), timing_ratio or np.inf, max_ratio)
     status_change = (metric == "status") & ~identical
     big_worse = ratio > factor
     big_better = (1 / ratio) > factor
     verdict = np.select(
-        [identical, status_change & (c > b), status_change, ~testable, big_worse & (adj_worse < alpha),
+        [identical, status_change & (c > b), status_change, rounding, ~testable, big_worse & (adj_worse < alpha),
          big_better & (adj_better < alpha), adj_worse < alpha, adj_better < alpha],
-        ["identical", NOW_FAILING, "now ok", "untested", REGRESSION, "improvement", "worse", "better"], "same")
+        ["identical", NOW_FAILING, "now ok", ROUNDING, "untested", REGRESSION, "improvement", "worse", "better"], "same")
     rows = rows.assign(ratio=ratio, p=np.where(z >= 0, adj_worse, adj_better), verdict=verdict,
                        half_b=t_quantile(dof_b) * se_b, half_c=t_quantile(dof_c) * se_c)
     rows = rows[(rows["metric"] != "status") | ~rows["verdict"].isin(["identical", "same", "untested"])]

@@ -73,6 +73,18 @@ def test_bias_test_uses_the_noise_floors():
     assert result.rows["p"].iloc[0] == pytest.approx(2 * stats.norm.sf(0.1 / math.sqrt(2 * 0.005**2)))
 
 
+def test_variances_at_the_rounding_floor_are_not_tested():
+    # Σ‖g‖² − ‖Σg‖²/S cancels to ~ε·‖reference‖² (float64: ε = 2.2e-16): a 2x change of an
+    # exact estimator's rounding noise, however "significant", is no regression.
+    ref = [row("reference_norm", 1e-3)]
+    base, cur = [row("variance", 4e-22, se=1e-24), *ref], [row("variance", 8e-22, se=1e-24), *ref]
+    assert verdicts(cmp(base, cur)) == {"variance": "at rounding floor"}
+    assert cmp(base, cur).exit_code == 0
+    # A variance above the floor on one side is tested as usual.
+    above = [row("variance", 1e-12, se=1e-15), *ref]
+    assert verdicts(cmp(base, above)) == {"variance": "regression"}
+
+
 def test_holm_correction_over_many_keys():
     # One key 1.5x worse at z = 2.9: significant alone (p = 0.002 < 0.01), not among 40 re-measured
     # keys (Holm: 0.08). Keys whose values are identical cannot alarm and do not count.

@@ -51,7 +51,7 @@ TOKEN_TO_ID: dict[str, int] = {token: i for i, token in enumerate(VOCAB)}
 
 # Length limits used by generate(); see its docstring for the reasons.
 DEFAULT_MIN_LENGTH = 4
-DEFAULT_MAX_LENGTH = 100
+DEFAULT_MAX_LENGTH = 99
 # generate() gives up after this many rejected draws in a row, so impossible
 # settings (e.g. max_length too small for n unique examples) fail instead of
 # looping forever.
@@ -294,8 +294,8 @@ def generate(
     Trees whose token count (parentheses excluded) lies outside
     ``min_length..max_length`` (inclusive) are rejected and redrawn.
     ``min_length=4`` (the shortest operator expression, ``[OP a b ]``) drops
-    bare digits, as in the official data, which has none. ``max_length=100``
-    follows the short-sequence setup used for gradient-estimator benchmarks;
+    bare digits, as in the official data, which has none. ``max_length=99``
+    follows the GST paper's "sequences under 100 tokens";
     the original script had no length limit (its validation set reaches 911
     tokens), so pass a large ``max_length`` to approach it.
 
