@@ -163,7 +163,7 @@ def sweep(
                                       "the CPUs of a local Ray instance.")] = 1,
     threads: Annotated[int, typer.Option(help="Torch threads per cell (a Ray task asks for as many CPUs). "
                                          "Keep it fixed: float32 kernels round differently with other counts.")] = 1,
-    backend: Annotated[str, typer.Option(help="local (this machine) or ray (pip install 'gradbench[ray]').")] = "local",
+    backend: Annotated[str, typer.Option(help="local (this machine) or ray (pip install 'gradbench\\[ray]').")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (e.g. auto, or ray://head:10001); "
                                                    "default: start a local Ray instance.")] = None,
     gpus_per_cell: Annotated[float, typer.Option(help="GPUs a Ray task asks for when its cell runs on CUDA "

@@ -97,11 +97,17 @@ def test_same_seed_same_numbers(task_spec, est_spec):
 
 
 UNBIASED = [p for p in PAIRS if is_unbiased(p.values[1])]
+# Fewer estimates where each costs many evaluations of f (IndeCateR: K·D + 1, K up to ~60 on
+# the count views) or trains a control variate per step (REBAR, RELAX). The check stays a
+# valid test at any size (the floor is estimated from the same draws); these estimators'
+# variance is low enough that it still resolves biases of a few per cent.
+SAMPLES = {"indecater": 5_000, "rebar": 20_000, "relax": 20_000}
 
 
 @pytest.mark.parametrize("task_spec, est_spec", UNBIASED)
 def test_unbiased_estimators_match_the_exact_gradient(task_spec, est_spec):
-    result, _ = measure_spec(task_spec, est_spec, samples=200_000, seed=11, warmup=200)
+    samples = SAMPLES.get(parse_spec(est_spec).name, 200_000)
+    result, _ = measure_spec(task_spec, est_spec, samples=samples, seed=11, warmup=200)
     for group, summary in result.groups.items():
         bias, floor = summary.metrics["bias_norm"].value, summary.metrics["bias_noise_floor"].value
         assert bias_ok(summary), f"{est_spec}: bias {bias:.3g} > {BIAS_FLOORS} × floor {floor:.3g}"

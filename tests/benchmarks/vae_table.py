@@ -1,4 +1,5 @@
-"""The mnist-vae comparison table, from the Parquet results of tests/benchmarks/vae_sweep.sh.
+"""The mnist-vae comparison table, from the Parquet results of `gradbench sweep --suite gst-table-cpu`
+(or gst-table).
 
     python tests/benchmarks/vae_table.py RESULTS [--markdown]
 
@@ -72,7 +73,7 @@ def final_table(df: pd.DataFrame) -> pd.DataFrame:
             "train −ELBO": _pm(last["train/neg_elbo"]),
             "encoder var/element": _pm(grads.get("variance_per_element", pd.Series(dtype=float)), sci=True),
             "encoder rel. bias": _pm(grads.get("relative_bias", pd.Series(dtype=float)), 3),
-            "(noise floor)": _pm(grads.get("relative_floor", pd.Series(dtype=float)), 3),
+            "its noise floor": _pm(grads.get("relative_floor", pd.Series(dtype=float)), 3),
             "cosine": _pm(grads.get("cosine", pd.Series(dtype=float)), 3),
         })
     return _ordered(pd.DataFrame(out))
@@ -86,7 +87,7 @@ def training_table(df: pd.DataFrame) -> pd.DataFrame:
         out.append({"τ": tau, "estimator": name, "epoch": int(step), "test −ELBO": _pm(rows["test/neg_elbo"]),
                     "encoder var/element": _pm(rows["variance_per_element"], sci=True),
                     "encoder rel. bias": _pm(rows["relative_bias"], 3),
-                    "(noise floor)": _pm(rows["relative_floor"], 3), "cosine": _pm(rows["cosine"], 3)})
+                    "its noise floor": _pm(rows["relative_floor"], 3), "cosine": _pm(rows["cosine"], 3)})
     return _ordered(pd.DataFrame(out), ["epoch"])
 
 
@@ -136,7 +137,8 @@ def main() -> None:
     show = markdown if args.markdown else (lambda t: t.to_string(index=False))  # noqa: E731
     print("Last epoch (mean ± sd over seeds)\n")
     print(show(final_table(df)))
-    print("\nOver training (gradient measured at frozen parameters on 1,000 test images)\n")
+    images = sorted({json.loads(p).get("measure_images", 1000) for p in df["task_params"].unique()})
+    print(f"\nOver training (gradient measured at frozen parameters on {', '.join(map(str, images))} test images)\n")
     print(show(training_table(df)))
     print()
     for line in verdict(df):
