@@ -14,10 +14,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Estimator": "contract", "Surrogate": "contract", "Task": "contract", "Problem": "contract", "Chunk": "contract",
-    "Categorical": "distributions", "Bernoulli": "distributions", "Distribution": "distributions",
-    "Objective": "distributions", "NoiseSpec": "noise", "NoiseSource": "noise",
+    "Categorical": "families.categorical", "Bernoulli": "families.categorical", "Distribution": "families.categorical",
+    "Objective": "families.categorical", "NoiseSpec": "noise", "NoiseSource": "noise",
     "param": "params", "estimators": "registry", "tasks": "registry", "parse_spec": "spec",
-    "MeasureConfig": "runner", "measure": "runner", "per_draw_gradients": "runner",
+    "MeasureConfig": "engine", "measure": "engine", "per_draw_gradients": "engine",
     "resolve_reference": "references", "read_results": "store", "UserError": "errors",
 }
 

@@ -122,7 +122,7 @@ def run(
             raise UserError("--suite names its own tasks and estimators; drop --task and --estimator")
         from dataclasses import fields
 
-        from .suites import load_suite
+        from .sweep.suites import load_suite
 
         given = {f.name: getattr(options, f.name) for f in fields(options)
                  if f.name != "out" and _given(ctx, f.name)}
@@ -182,8 +182,8 @@ def sweep(
     """Run a grid of cells (tasks × estimators × crossed parameters × seeds), resumably, in parallel or on Ray."""
     import shlex
 
-    from .grid import OPTION_NAMES, Grid
-    from .sweep import SweepOptions, rerun_command, run_sweep
+    from .sweep.grid import OPTION_NAMES, Grid
+    from .sweep.driver import SweepOptions, rerun_command, run_sweep
 
     given = {name: value for name, value in (("samples", samples), ("engine", engine), ("device", device),
                                              ("dtype", dtype), ("reference", reference),
@@ -208,7 +208,7 @@ def sweep(
             raise UserError("--suite names its own tasks and estimators; drop --task and --estimator")
         from dataclasses import replace
 
-        from .suites import load_grids
+        from .sweep.suites import load_grids
 
         grids = [replace(g, options={**g.options, **{k: tuple(v) if isinstance(v, list) else (v,)
                                                      for k, v in given.items()}},

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .distributions import Distribution, Objective
+from .families.categorical import Distribution, Objective
 from .noise import NoiseSpec
 from .params import declared_params
 

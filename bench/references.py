@@ -20,7 +20,7 @@ from torch import Tensor
 from .contract import Problem
 from .errors import UserError
 from .noise import derive_seed
-from .runner import MeasureConfig, measure, replicate
+from .engine import MeasureConfig, measure, replicate
 
 MODES = ("auto", "exact", "reinforce")
 MAX_CONFIGURATIONS = 1 << 20

@@ -23,7 +23,7 @@ from .spec import Spec, parse_spec
 
 T = TypeVar("T")
 
-# The native family of decision sequences (gradbench.sequential; spelled out here so listing never imports torch).
+# The native family of decision sequences (gradbench.families.sequence; spelled out here so listing never imports torch).
 SEQUENCE_FAMILY = "categorical-sequence"
 
 # Modules whose classes make up the built-in catalog (imported only to regenerate it).
@@ -285,7 +285,7 @@ def compatibility(estimator: EntryInfo, task: EntryInfo, kwargs: dict[str, Any] 
     if tsk.get("masks") and not cap("masks"):
         return False, "does not support masked categories"
     if family == "categorical" and tsk["families"][0] == SEQUENCE_FAMILY:
-        # Seen one decision at a time (bench/sequential.py): m evaluations per decision
+        # Seen one decision at a time (bench/families/sequence.py): m evaluations per decision
         # would compound to m^T, and a state adapted per decision is ill-defined.
         evaluations = est.get("evaluations", 1)
         if isinstance(evaluations, str) and evaluations in estimator.params:  # else a formula, e.g. "K·D + 1"

@@ -39,7 +39,7 @@ class RunOptions:
 
     def check(self) -> None:
         from .references import MODES
-        from .runner import ENGINES
+        from .engine import ENGINES
 
         if self.samples is not None and self.samples < 2:
             raise UserError(f"--samples must be at least 2 (variance needs two estimates), got {self.samples}")
@@ -125,7 +125,7 @@ def execute(plan: Plan, progress_factory: Callable | None = None, console=None,
     import torch
 
     from .environment import environment
-    from .runner import resolve_device
+    from .engine import resolve_device
     from .store import create_run_dir, write_metrics, write_sidecar
 
     task, built = build(plan)
@@ -187,7 +187,7 @@ def execute(plan: Plan, progress_factory: Callable | None = None, console=None,
 
 def _measure_fixed(task, built, options, device, dtype, common, record, result, bar, console, sidecar) -> None:
     from .references import resolve_reference
-    from .runner import MeasureConfig, measure
+    from .engine import MeasureConfig, measure
 
     problem = task.problem(device, dtype)
     references: dict[int, Any] = {}  # one per distinct problem (estimators of another objective get their own)
@@ -244,7 +244,7 @@ def _warn(console, estimator, exc) -> None:
 
 
 def _failed(estimator, problem, message: str):
-    from .runner import Measurement
+    from .engine import Measurement
     from .stats import GroupSummary
 
     groups = {g: GroupSummary(0, p.numel(), {}, None, "failed", message) for g, p in problem.parameters().items()}

@@ -91,7 +91,7 @@ class TrainingSession:
         """Reference and gradient measurement at frozen parameters; rows recorded at ``step``."""
         from .references import resolve_reference
         from .run import measurement_rows
-        from .runner import MeasureConfig, measure
+        from .engine import MeasureConfig, measure
 
         problem = problem.for_estimator(self.estimator)
         with self.track(f"step {step}: reference", self.reference_samples) as advance:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from gradbench.contract import Estimator, Surrogate
-from gradbench.distributions import Distribution, Objective
+from gradbench.families.categorical import Distribution, Objective
 from gradbench.registry import estimators
 
 from .score_function import per_variable, sum_units

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gradbench.contract import Estimator
-from gradbench.count_distributions import COUNT_FAMILIES, TAILS, VIEW_EPS
-from gradbench.distributions import Objective
+from gradbench.families.counts import COUNT_FAMILIES, TAILS, VIEW_EPS
+from gradbench.families.categorical import Objective
 from gradbench.params import param
 from gradbench.registry import estimators
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from gradbench.contract import Estimator, Surrogate
-from gradbench.distributions import Distribution
+from gradbench.families.categorical import Distribution
 from gradbench.registry import estimators
 
 from .score_function import sum_units

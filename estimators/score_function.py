@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from gradbench.contract import Estimator, Surrogate
-from gradbench.distributions import Distribution
+from gradbench.families.categorical import Distribution
 from gradbench.noise import NoiseSpec
 from gradbench.params import param
 from gradbench.registry import estimators

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from gradbench.contract import Estimator, Surrogate
-from gradbench.distributions import Distribution, Objective
+from gradbench.families.categorical import Distribution, Objective
 from gradbench.registry import estimators
 
 from .score_function import score_surrogate, sum_to_units, sum_units

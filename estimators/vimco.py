@@ -2,7 +2,7 @@
 
 Contract with the task (capability ``requires = ("importance_weights",)``): the
 objective offers ``log_joint`` (log p(x, z) per unit, see
-:class:`gradbench.distributions.Objective`), the distribution is the variational
+:class:`gradbench.families.categorical.Objective`), the distribution is the variational
 q(z), and the problem VIMCO is measured on (``Problem.for_estimator``) is the
 m-sample bound, with f a loss: per unit
 

@@ -36,7 +36,7 @@ from scipy import stats as sps
 
 CURVE_GROUP = ""  # param_group of training-curve rows (gradbench.training.TRAINING_METRIC_GROUP)
 Z95 = 1.959963984540054
-BATCHES = 20  # gradbench.runner.MeasureConfig.batches
+BATCHES = 20  # gradbench.engine.MeasureConfig.batches
 
 BATCH_METRICS = ("variance", "variance_per_element", "seconds_per_estimate")
 IID_METRICS = ("mse", "cosine")

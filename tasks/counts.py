@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from gradbench.contract import Problem, Task
-from gradbench.count_distributions import DISTRIBUTIONS, VIEW_EPS, CountDistribution
-from gradbench.distributions import Objective
+from gradbench.families.counts import DISTRIBUTIONS, VIEW_EPS, CountDistribution
+from gradbench.families.categorical import Objective
 from gradbench.errors import SpecError
 from gradbench.params import param
 from gradbench.registry import tasks

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from gradbench.contract import Problem, Task
-from gradbench.distributions import Bernoulli, Categorical, Objective
+from gradbench.families.categorical import Bernoulli, Categorical, Objective
 from gradbench.errors import SpecError
 from gradbench.params import param
 from gradbench.registry import tasks

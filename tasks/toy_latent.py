@@ -21,7 +21,7 @@ from torch import Tensor
 
 from gradbench.bounds import problem_for
 from gradbench.contract import Problem, Task
-from gradbench.distributions import Categorical, Objective
+from gradbench.families.categorical import Categorical, Objective
 from gradbench.errors import SpecError
 from gradbench.params import param
 from gradbench.registry import tasks

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gradbench.registry import estimators, tasks
-from gradbench.runner import MeasureConfig, View, measure
+from gradbench.engine import MeasureConfig, View, measure
 from gradbench.references import resolve_reference
 
 CPU = torch.device("cpu")

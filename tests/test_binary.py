@@ -13,7 +13,7 @@ import torch
 from conftest import measure_spec, problem_of
 from gradbench.noise import NoiseSource
 from gradbench.registry import estimators
-from gradbench.runner import View, per_draw_gradients
+from gradbench.engine import View, per_draw_gradients
 
 TASK = "toy-bernoulli(logits=[-1.0, 0.5, 2.0], target=0.3)"
 

@@ -16,7 +16,7 @@ from gradbench.noise import NoiseSpec
 from gradbench.registry import estimators
 from gradbench.reports.compare import compare
 from gradbench.store import read_results
-from gradbench.suites import load_suite
+from gradbench.sweep.suites import load_suite
 
 from rows import one_thread  # noqa: F401  (fixture)
 
@@ -99,7 +99,7 @@ def _measure(suite, seed: int) -> pd.DataFrame:
 
     from gradbench.references import resolve_reference
     from gradbench.run import build, measurement_rows, prepare
-    from gradbench.runner import MeasureConfig, measure
+    from gradbench.engine import MeasureConfig, measure
     from gradbench.store import SCHEMA
 
     rows = []

@@ -8,10 +8,10 @@ import torch
 
 from conftest import CPU, bias_ok, is_unbiased
 from gradbench.contract import Problem
-from gradbench.distributions import Categorical, Objective
+from gradbench.families.categorical import Categorical, Objective
 from gradbench.references import enumerate_gradient
 from gradbench.registry import compatibility, estimators, tasks
-from gradbench.runner import MeasureConfig, measure
+from gradbench.engine import MeasureConfig, measure
 
 LOGITS = torch.tensor([0.4, -1.0, 0.0, 1.3, 0.2], dtype=torch.float64)
 # Unbiased estimators that can run on one plain categorical (ARM/DisARM need Bernoulli

@@ -14,7 +14,7 @@ import torch
 from conftest import BIAS_FLOORS, bias_ok, is_unbiased, measure_spec, problem_of
 from gradbench.noise import NoiseSource
 from gradbench.registry import compatibility, estimators, tasks
-from gradbench.runner import View, init_state, per_draw_gradients, warm_up
+from gradbench.engine import View, init_state, per_draw_gradients, warm_up
 from gradbench.spec import parse_spec
 
 EXTRA_TASKS = [

@@ -11,7 +11,7 @@ import torch
 from scipy import stats
 
 from conftest import BIAS_FLOORS, measure_spec, problem_of
-from gradbench import count_distributions as cd
+from gradbench.families import counts as cd
 from gradbench.errors import SpecError
 from gradbench.noise import NoiseSource
 from gradbench.references import enumerate_gradient
@@ -176,7 +176,7 @@ def test_bad_parameters_are_rejected_in_one_line(spec, message):
 def test_float32_sampling_and_score_function_stay_unbiased():
     from gradbench.references import resolve_reference
     from gradbench.registry import estimators
-    from gradbench.runner import MeasureConfig, measure
+    from gradbench.engine import MeasureConfig, measure
 
     problem = problem_of("poisson(rate=[0.5, 5.0, 50.0], target=[1.0, 4.0, 48.0])", torch.float32)
     reference = resolve_reference(problem, "exact", 0, 0)

@@ -20,12 +20,12 @@ from typer.testing import CliRunner
 
 from conftest import measure_spec, problem_of
 from gradbench.cli import app
-from gradbench.count_distributions import Poisson
-from gradbench.distributions import Objective
+from gradbench.families.counts import Poisson
+from gradbench.families.categorical import Objective
 from gradbench.noise import NoiseSource
 from gradbench.registry import estimators
 from gradbench.reports import counts_table
-from gradbench.runner import View, per_draw_gradients
+from gradbench.engine import View, per_draw_gradients
 
 Z = 4.5
 F64 = torch.float64

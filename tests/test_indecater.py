@@ -9,7 +9,7 @@ from conftest import bias_ok, measure_spec, problem_of
 from gradbench.estimators import indecater
 from gradbench.noise import NoiseSource
 from gradbench.registry import estimators
-from gradbench.runner import View, per_draw_gradients
+from gradbench.engine import View, per_draw_gradients
 
 
 def test_one_variable_is_enumerated_exactly():

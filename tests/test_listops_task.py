@@ -17,12 +17,12 @@ from typer.testing import CliRunner
 
 from conftest import BIAS_FLOORS
 from gradbench.cli import app
-from gradbench.distributions import one_hot_argmax
+from gradbench.families.categorical import one_hot_argmax
 from gradbench.noise import NoiseSource
 from gradbench.references import reinforce_reference, resolve_reference
 from gradbench.registry import compatibility, estimators, tasks
-from gradbench.runner import MeasureConfig, View, measure, per_draw_gradients
-from gradbench.sequential import count_sequences
+from gradbench.engine import MeasureConfig, View, measure, per_draw_gradients
+from gradbench.families.sequence import count_sequences
 from gradbench.tasks.listops import data
 from gradbench.tasks.listops.model import Batch, MergeProcess, init_weights, merge_mask
 from gradbench.tasks.listops.problem import ListOpsProblem

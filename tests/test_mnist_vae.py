@@ -12,7 +12,7 @@ from conftest import BIAS_FLOORS
 from gradbench.noise import NoiseSource
 from gradbench.references import enumerate_gradient, resolve_reference
 from gradbench.registry import estimators
-from gradbench.runner import MeasureConfig, measure
+from gradbench.engine import MeasureConfig, measure
 from gradbench.tasks.mnist_vae.ghost import EncoderMap
 from gradbench.tasks.mnist_vae.model import VAE
 from gradbench.tasks.mnist_vae.problem import VAEProblem

@@ -7,7 +7,7 @@ import torch
 
 from conftest import problem_of
 from gradbench.contract import Problem
-from gradbench.distributions import Categorical, Objective
+from gradbench.families.categorical import Categorical, Objective
 from gradbench.errors import UserError
 from gradbench.references import exact_gradient, reinforce_reference, resolve_reference
 

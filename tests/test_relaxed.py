@@ -15,7 +15,7 @@ import torch
 from conftest import measure_spec, problem_of
 from gradbench.noise import NoiseSource
 from gradbench.registry import estimators
-from gradbench.runner import View, per_draw_gradients
+from gradbench.engine import View, per_draw_gradients
 
 Z = 4.5
 TASK = "toy-quadratic"

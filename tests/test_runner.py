@@ -9,7 +9,7 @@ from gradbench.contract import Estimator, Surrogate
 from gradbench.noise import NoiseSource, NoiseSpec
 from gradbench.references import resolve_reference
 from gradbench.registry import estimators
-from gradbench.runner import MeasureConfig, measure, plan_chunks
+from gradbench.engine import MeasureConfig, measure, plan_chunks
 
 
 def test_chunk_plan_covers_every_estimate_once_and_respects_batches():
@@ -54,7 +54,7 @@ def test_results_do_not_depend_on_chunk_size():
 def test_estimators_asking_for_the_same_noise_share_it():
     """STGS and GST draw the same exact samples: their f values agree draw by draw."""
     problem = problem_of("toy-quadratic")
-    from gradbench.runner import View
+    from gradbench.engine import View
 
     specs = [estimators.build(n).noise(View(problem, estimators.build(n)).template) for n in ("reinforce", "stgs", "gst")]
     assert specs[0] == specs[1] == specs[2]

@@ -1,4 +1,4 @@
-"""Decision sequences (gradbench.sequential) on a toy chain whose every quantity can be enumerated.
+"""Decision sequences (gradbench.families.sequence) on a toy chain whose every quantity can be enumerated.
 
 The chain: T = 3 decisions per unit, 2 units with different valid options per step;
 decision t's logits are θ_t + x_{t−1}·W (they depend on the previous choice), and
@@ -25,8 +25,8 @@ from gradbench.errors import UserError
 from gradbench.noise import NoiseSource, NoiseSpec
 from gradbench.references import reinforce_reference, resolve_reference
 from gradbench.registry import compatibility, estimators, tasks
-from gradbench.runner import MeasureConfig, View, measure, per_draw_gradients
-from gradbench.sequential import (
+from gradbench.engine import MeasureConfig, View, measure, per_draw_gradients
+from gradbench.families.sequence import (
     CategoricalSequence, DecisionProcess, SequenceProblem, count_sequences, enumerate_sequences, seen_stepwise,
 )
 

@@ -12,10 +12,10 @@ import torch
 
 from conftest import CPU, measure_spec, problem_of
 from gradbench.contract import Problem
-from gradbench.distributions import Categorical, Objective
+from gradbench.families.categorical import Categorical, Objective
 from gradbench.noise import NoiseSource
 from gradbench.registry import estimators
-from gradbench.runner import MeasureConfig, View, init_state, measure, per_draw_gradients, replicate, warm_up
+from gradbench.engine import MeasureConfig, View, init_state, measure, per_draw_gradients, replicate, warm_up
 from gradbench.estimators.adaptive import Trainable
 from gradbench.estimators.nvil import NVILState
 

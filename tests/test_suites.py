@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from gradbench.cli import app
 from gradbench.errors import UserError
 from gradbench.registry import compatibility, estimators, tasks
-from gradbench.suites import expand_estimators, load_suite, read_suites
+from gradbench.sweep.suites import expand_estimators, load_suite, read_suites
 
 runner = CliRunner()
 
@@ -33,7 +33,7 @@ def test_ci_suite_covers_every_registered_estimator():
     suite = load_suite("ci")
     covered = {e.split("(")[0] for run in suite.runs for e in run.estimators}
     missing = sorted(set(estimators.names()) - covered)
-    assert not missing, (f"the ci suite does not run {missing}: add a task they fit to bench/suites.toml, then "
+    assert not missing, (f"the ci suite does not run {missing}: add a task they fit to bench/sweep/suites.toml, then "
                          "regenerate the baseline (README, 'CI regression baseline')")
     for run in suite.runs:
         assert run.options.device == "cpu" and run.options.dtype == "float64" and run.options.seed == 0

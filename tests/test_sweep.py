@@ -14,14 +14,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gradbench.cellstore import Busy, CellStore
-from gradbench.cells import run_cell
+from gradbench.sweep.cell_folders import Busy, CellStore
+from gradbench.sweep.cells import run_cell
 from gradbench.cli import app
 from gradbench.errors import UserError
-from gradbench.grid import Grid, expand, resolve
+from gradbench.sweep.grid import Grid, expand, resolve
 from gradbench.run import RunOptions
 from gradbench.store import read_results
-from gradbench.suites import load_grids, load_suite
+from gradbench.sweep.suites import load_grids, load_suite
 from gradbench.sweep import SweepOptions, rerun_command, run_sweep
 
 runner = CliRunner()
@@ -141,7 +141,7 @@ def test_cell_identity_is_stable_and_resolved():
     assert _identity(out="elsewhere") == base  # where results go is not part of a cell
     assert _identity(device="auto", device_auto="cpu") == base == _identity(device="cpu", device_auto="cuda")
     # the same hash in a fresh interpreter: nothing depends on hash seeds or dict order
-    code = "from gradbench.grid import resolve; from gradbench.run import RunOptions; " \
+    code = "from gradbench.sweep.grid import resolve; from gradbench.run import RunOptions; " \
            "print(resolve([('toy-quadratic', 'gst', RunOptions())], 'cpu')[0][0].id)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == base

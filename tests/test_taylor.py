@@ -11,7 +11,7 @@ import torch
 
 from conftest import BIAS_FLOORS, bias_ok, measure_spec, problem_of
 from gradbench.registry import estimators
-from gradbench.runner import MeasureConfig, measure
+from gradbench.engine import MeasureConfig, measure
 from gradbench.tasks.toy import SINE_FREQUENCY
 
 SINE = "toy-bernoulli(objective='sine', logits=[0.5, -1.0, 0.0, 1.5], target=0.3)"

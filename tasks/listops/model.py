@@ -10,7 +10,7 @@ Every weight has a leading copy axis ``[n, ...]`` so that n independent copies r
 at once (one gradient estimate per copy); activations are ``[*lead, n, B, ...]``
 with ``lead`` extra sample axes. Training uses n = 1.
 
-The merge decisions form a :class:`~gradbench.sequential.DecisionProcess`: with L
+The merge decisions form a :class:`~gradbench.families.sequence.DecisionProcess`: with L
 the longest sentence of a batch, T = L − 1 decisions over K = L − 1 positions; at
 step t a sentence of ℓ leaves has ℓ − 1 − t valid positions (the nodes stay
 left-aligned), and once it is a single node it keeps one valid position that
@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from gradbench.sequential import CategoricalSequence, DecisionProcess
+from gradbench.families.sequence import CategoricalSequence, DecisionProcess
 
 from . import data
 

@@ -7,7 +7,7 @@ q_eff reaches both groups, so ``query``'s gradient is exactly ``model``'s q slic
 
 The reference is exact when every sentence of the batch is short enough to
 enumerate its (ℓ − 1)! merge orders, otherwise REINFORCE over whole trees with
-log p(tree) = Σ_t log p(merge_t | earlier merges) (:mod:`gradbench.sequential`).
+log p(tree) = Σ_t log p(merge_t | earlier merges) (:mod:`gradbench.families.sequence`).
 No dropout: f is the deterministic loss of the tree.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from gradbench.sequential import CategoricalSequence, SequenceProblem
+from gradbench.families.sequence import CategoricalSequence, SequenceProblem
 
 from .model import Batch, sequence
 

@@ -1,10 +1,10 @@
 """Train the Gumbel Tree-LSTM on ListOps with an estimator choosing the merges.
 
 Each step builds the batch's merge decisions as a
-:class:`~gradbench.sequential.CategoricalSequence` with the live weights (one copy)
+:class:`~gradbench.families.sequence.CategoricalSequence` with the live weights (one copy)
 and asks it for the estimator's surrogate: a categorical estimator (STGS, GR-MC,
 GST, ...) is applied to each merge in turn, a score-function estimator to whole
-trees (``gradbench.sequential``). The loss is the surrogate's mean over the batch.
+trees (``gradbench.families.sequence``). The loss is the surrogate's mean over the batch.
 Evaluation builds every tree by argmax merges and scores all of a set, never
 a last batch. At checkpoints the weights are frozen and the session measures the
 estimator's gradient of the merge scorer (``query``) and of the whole model
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from gradbench.contract import Estimator
 from gradbench.noise import NoiseSource, derive_seed
-from gradbench.sequential import seen_stepwise
+from gradbench.families.sequence import seen_stepwise
 from gradbench.training import TrainingSession
 
 from . import data

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from gradbench.contract import Chunk, Estimator, Problem
-from gradbench.distributions import Bernoulli, Categorical, Objective
+from gradbench.families.categorical import Bernoulli, Categorical, Objective
 
 from .ghost import EncoderMap
 from .model import VAE
@@ -113,7 +113,7 @@ class VAEProblem(Problem):
     # -- helpers -----------------------------------------------------------------------
     def view(self, estimator: Estimator):
         """The estimator's view of this problem (native, or categorical for Bernoulli latents)."""
-        from gradbench.runner import View
+        from gradbench.engine import View
 
         key = id(estimator)
         if key not in self._views:

@@ -18,7 +18,7 @@ import torch
 
 from gradbench.noise import derive_seed
 from gradbench.references import exact_gradient, reinforce_reference
-from gradbench.sequential import count_sequences
+from gradbench.families.sequence import count_sequences
 from gradbench.tasks.listops import data
 from gradbench.tasks.listops.model import init_weights, merge_mask
 from gradbench.tasks.listops.problem import ListOpsProblem

@@ -21,7 +21,7 @@ import torch
 
 from gradbench.references import resolve_reference
 from gradbench.registry import estimators, tasks
-from gradbench.runner import MeasureConfig, measure
+from gradbench.engine import MeasureConfig, measure
 
 
 def rate(task: str, estimator: str, samples: int, engine: str, chunk: int) -> float:
@@ -40,7 +40,7 @@ def peak_memory(task: str, estimator: str, samples: int) -> float:
         "import json, resource, sys, torch\n"
         "from gradbench.references import resolve_reference\n"
         "from gradbench.registry import estimators, tasks\n"
-        "from gradbench.runner import MeasureConfig, measure\n"
+        "from gradbench.engine import MeasureConfig, measure\n"
         f"p = tasks.build({task!r}).problem(torch.device('cpu'), torch.float64)\n"
         "r = resolve_reference(p, 'auto', 100_000, 0)\n"
         f"m = measure(p, estimators.build({estimator!r}), r.gradient, MeasureConfig({samples}, 0))\n"

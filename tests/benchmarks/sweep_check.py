@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from gradbench.grid import expand, resolve
-from gradbench.suites import load_grids
+from gradbench.sweep.grid import expand, resolve
+from gradbench.sweep.suites import load_grids
 
 TIMING = {"seconds_per_estimate", "work_normalized_variance", "train/seconds"}
 KEY = ["run_id", "param_group", "step", "metric"]

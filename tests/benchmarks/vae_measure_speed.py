@@ -29,7 +29,7 @@ CHILD = r"""
 import json, resource, time, torch
 from gradbench.registry import estimators, tasks
 from gradbench.references import resolve_reference
-from gradbench.runner import MeasureConfig, measure
+from gradbench.engine import MeasureConfig, measure
 from gradbench.tasks.mnist_vae import checkpoint
 from gradbench.tasks.mnist_vae.problem import VAEProblem
 from gradbench.tasks.mnist_vae.train import build_model, images

@@ -23,10 +23,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .errors import UserError
-from .registry import did_you_mean, estimators, tasks
-from .run import RunOptions, validate_specs
-from .spec import Spec, parse_spec
+from ..errors import UserError
+from ..registry import did_you_mean, estimators, tasks
+from ..run import RunOptions, validate_specs
+from ..spec import Spec, parse_spec
 
 OPTION_NAMES = tuple(f.name for f in fields(RunOptions) if f.name != "out")
 ID_LENGTH = 12  # hex digits of the cell id: 48 bits, collisions negligible below millions of cells

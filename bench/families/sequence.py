@@ -42,11 +42,11 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import Tensor
 
-from .contract import Estimator, Problem, Surrogate
-from .distributions import Categorical, Distribution, Objective, one_hot_argmax
-from .errors import UserError
-from .noise import NoiseSpec
-from .registry import SEQUENCE_FAMILY
+from ..contract import Estimator, Problem, Surrogate
+from .categorical import Categorical, Distribution, Objective, one_hot_argmax
+from ..errors import UserError
+from ..noise import NoiseSpec
+from ..registry import SEQUENCE_FAMILY
 
 __all__ = ["SEQUENCE_FAMILY", "DecisionProcess", "CategoricalSequence", "SequenceProblem", "seen_stepwise",
            "enumerate_sequences"]

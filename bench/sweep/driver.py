@@ -3,9 +3,9 @@
 A sweep is planned in full before anything runs: grids are expanded and checked from
 declarations (names, keys, types, ranges, compatibility, options), the backend is
 started (it decides what ``--device auto`` means), then every task and estimator is
-built to resolve the cells' identities (see :mod:`gradbench.grid`). Cells already
+built to resolve the cells' identities (see :mod:`gradbench.sweep.grid`). Cells already
 complete in the results folder are skipped; the others run, each published whole
-when it ends (see :mod:`gradbench.cellstore`), so a sweep killed at any moment is
+when it ends (see :mod:`gradbench.sweep.cell_folders`), so a sweep killed at any moment is
 resumed by running the same command again.
 """
 
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field, fields
 from typing import Callable
 
 from .cells import Outcome, cell_device, run_cell, set_threads
-from .cellstore import CellStore
-from .errors import UserError
+from .cell_folders import CellStore
+from ..errors import UserError
 from .grid import Cell, Grid, expand, resolve
-from .run import RunOptions
+from ..run import RunOptions
 
 BACKENDS = ("local", "ray")
 
@@ -106,7 +106,7 @@ class LocalBackend:
 
 def open_backend(options: SweepOptions):
     if options.backend == "ray":
-        from .sweep_ray import RayBackend
+        from .ray_backend import RayBackend
 
         return RayBackend(options.address, options.jobs if options.jobs > 1 else None, options.threads,
                           options.gpus_per_cell)

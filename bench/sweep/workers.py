@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .cells import Outcome, cell_device, record_failure, run_cell, set_threads
-from .cellstore import CellStore
+from .cell_folders import CellStore
 from .grid import Cell
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Callable
 
 from .cells import Outcome, record_failure, run_cell, set_threads
-from .cellstore import CellStore
-from .errors import UserError
+from .cell_folders import CellStore
+from ..errors import UserError
 from .grid import Cell
 
 

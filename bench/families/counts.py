@@ -1,6 +1,6 @@
 """Count-valued variables: Poisson, binomial, negative binomial, geometric.
 
-Parameters are ``[n, *batch]`` like every :class:`~gradbench.distributions.Distribution`,
+Parameters are ``[n, *batch]`` like every :class:`~gradbench.families.categorical.Distribution`,
 and what is differentiated is the distribution's own parameter, as in the GenGS paper's
 experiments: the rate λ (Poisson, group ``rate``) or the success probability p (the
 others, group ``probs``). A gradient in log λ or logit p is this one times λ or p(1 − p).
@@ -36,8 +36,8 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from .distributions import Categorical, Distribution, _lead_to_front
-from .noise import NoiseSpec
+from .categorical import Categorical, Distribution, _lead_to_front
+from ..noise import NoiseSpec
 
 COUNT_FAMILIES = ("poisson", "binomial", "negative-binomial", "geometric")
 TAILS = ("last-bin", "renormalize")

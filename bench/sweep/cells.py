@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .cellstore import Busy, CellStore
+from .cell_folders import Busy, CellStore
 from .grid import Cell, options_dict
 
 
@@ -53,7 +53,7 @@ def cell_device(cell: Cell, worker: int = 0) -> str:
 def run_cell(cell: Cell, store: CellStore, device: str | None = None, progress_factory=None,
              console=None) -> Outcome:
     """Run ``cell`` unless it is complete or another process has it; publish it when it ends."""
-    from .run import execute, prepare
+    from ..run import execute, prepare
 
     start = time.perf_counter()
     try:
@@ -93,7 +93,7 @@ def record_failure(store: CellStore, cell: Cell, error: str) -> Outcome:
 
 
 def _finish_sidecar(work: Path, cell: Cell, status: str, error: str) -> None:
-    from .store import SIDECAR_FILE, read_sidecar, write_sidecar
+    from ..store import SIDECAR_FILE, read_sidecar, write_sidecar
 
     sidecar = read_sidecar(work) if (work / SIDECAR_FILE).exists() else {
         "run_id": cell.name, "status": "failed", "error": error, "options": options_dict(cell.options),
@@ -107,8 +107,8 @@ def _add_failed_row(work: Path, cell: Cell, error: str) -> None:
     """Append a ``failed`` row to whatever the cell recorded before it failed."""
     import pyarrow.parquet as pq
 
-    from . import __version__
-    from .store import METRICS_FILE, write_metrics
+    from .. import __version__
+    from ..store import METRICS_FILE, write_metrics
 
     path = work / METRICS_FILE
     rows = pq.read_table(path).to_pylist() if path.exists() else []

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import UserError
-from .store import SIDECAR_FILE
+from ..errors import UserError
+from ..store import SIDECAR_FILE
 
 LOCKS = ".gradbench/locks"
 

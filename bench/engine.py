@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 
 from .contract import Chunk, Estimator, Problem, Surrogate
-from .distributions import Distribution
+from .families.categorical import Distribution
 from .errors import UserError
 from .noise import NoiseSource, derive_seed
-from .sequential import CategoricalSequence
+from .families.sequence import CategoricalSequence
 from .stats import GroupStats, GroupSummary
 
 ENGINES = ("vectorized", "loop")
@@ -62,7 +62,7 @@ class View:
 
     A categorical estimator on Bernoulli variables sees two-category variables whose
     one-hot samples map back to 0/1 before f is evaluated; on a decision sequence
-    (bench/sequential.py) it sees one decision at a time (``stepwise``).
+    (bench/families/sequence.py) it sees one decision at a time (``stepwise``).
     """
 
     def __init__(self, problem: Problem, estimator: Estimator):

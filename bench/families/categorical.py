@@ -17,7 +17,7 @@ from typing import Callable, ClassVar
 import torch
 from torch import Tensor
 
-from .noise import NoiseSpec
+from ..noise import NoiseSpec
 
 
 class Distribution(ABC):

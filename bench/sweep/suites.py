@@ -14,7 +14,7 @@ A suite is a table with optional defaults and a list of runs; each run is one
 
 Values are resolved as run key > suite default > option given on the command line
 overrides both. For ``gradbench run --suite`` every key holds one value. For
-``gradbench sweep --suite`` a run is a grid (see :mod:`gradbench.grid`): ``task`` and
+``gradbench sweep --suite`` a run is a grid (see :mod:`gradbench.sweep.grid`): ``task`` and
 any option may hold a list, and ``estimator_grid`` / ``task_grid`` tables cross
 parameter values into every estimator / task spec::
 
@@ -33,11 +33,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 from .grid import Grid
-from .registry import compatibility, did_you_mean, estimators, tasks
-from .run import RunOptions
-from .spec import parse_spec
+from ..registry import compatibility, did_you_mean, estimators, tasks
+from ..run import RunOptions
+from ..spec import parse_spec
 
 ALL_ESTIMATORS = "*"
 _OPTION_TYPES = {f.name: f.type for f in fields(RunOptions) if f.name != "out"}
@@ -67,7 +67,7 @@ class Suite:
 
 
 def builtin_suites_file() -> Path:
-    return Path(str(resources.files("gradbench").joinpath("suites.toml")))
+    return Path(str(resources.files(__package__).joinpath("suites.toml")))
 
 
 def read_suites(path: Path | None = None) -> dict[str, dict]:
