@@ -47,7 +47,7 @@ def test_matches_an_independent_implementation_draw_by_draw(name, reference):
     problem = problem_of(TASK)
     estimator = estimators.build(name)
     view = View(problem, estimator)
-    noise = NoiseSource(3, "test").draw_all(estimator.noise(view.template), 0, 500)
+    noise = NoiseSource(3, "test", view.template.params.device).draw_all(estimator.noise(view.template), 0, 500)
     ours = per_draw_gradients(view, estimator, None, noise)["logits"].numpy()
     theirs = reference(problem.logits.numpy(), noise["sample"].numpy())
     np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)

@@ -52,7 +52,7 @@ def _setup(task_spec, est_spec, n=32, seed=0):
     state = init_state(view, estimator, seed)
     if estimator.stateful:
         state = warm_up(view, estimator, state, 20, seed)
-    noise = NoiseSource(seed, "test").draw_all(estimator.noise(view.template), 0, n)
+    noise = NoiseSource(seed, "test", view.template.params.device).draw_all(estimator.noise(view.template), 0, n)
     return problem, estimator, view, state, noise
 
 
@@ -81,6 +81,7 @@ def test_engines_agree_per_draw(task_spec, est_spec):
         torch.testing.assert_close(fast[group], slow[group], rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.cpu_only(reason="bit-for-bit identity of repeated runs is promised on CPU only (docs/gpu.md)")
 @pytest.mark.parametrize("task_spec, est_spec", PAIRS)
 def test_same_seed_same_numbers(task_spec, est_spec):
     a, _ = measure_spec(task_spec, est_spec, samples=500, seed=3, warmup=10)
