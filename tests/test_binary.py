@@ -60,7 +60,7 @@ def test_expectation_over_u_is_the_exact_gradient(name, logit):
     problem = problem_of(f"toy-bernoulli(dim=1, logits=[{logit}], target=0.2)")
     estimator = estimators.build(name)
     n = 200_000
-    u = ((torch.arange(n, dtype=torch.float64) + 0.5) / n).reshape(n, 1)
+    u = ((torch.arange(n, dtype=torch.float64, device=problem.logits.device) + 0.5) / n).reshape(n, 1)
     mean = per_draw_gradients(View(problem, estimator), estimator, None, {"sample": u})["logits"].mean(0)
     exact = problem.exact_gradient()["logits"]
     torch.testing.assert_close(mean, exact, rtol=0, atol=2e-5)

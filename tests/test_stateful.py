@@ -71,7 +71,7 @@ def test_update_works_as_a_training_task_calls_it(name):
     view = View(problem, estimator)
     state = init_state(view, estimator, 0)
     noise = NoiseSource(0, "test", view.template.params.device).draw_all(estimator.noise(view.template), 0, 8)
-    weight = torch.ones((), dtype=torch.float64, requires_grad=True)  # a stand-in for an encoder
+    weight = torch.ones((), dtype=torch.float64, device=problem.logits.device, requires_grad=True)  # an encoder's stand-in
     dist = view.distribution({"logits": weight * problem.logits.expand(8, -1, -1)})
     out = estimator.surrogate(dist, view.objective, noise, state)
     new = estimator.update(state, dist, view.objective, noise, out)
@@ -139,7 +139,8 @@ def test_nvil_normalisation_divides_by_the_running_spread():
     view = View(problem, plain)
     noise = NoiseSource(0, "test", view.template.params.device).draw_all(plain.noise(view.template), 0, 50)
     for var, divisor in ((9.0, 3.0), (0.25, 1.0)):  # the spread only ever shrinks the step
-        state = NVILState(torch.tensor(1.2, dtype=torch.float64), torch.tensor(var, dtype=torch.float64), None, 0)
+        like = dict(dtype=torch.float64, device=problem.logits.device)
+        state = NVILState(torch.tensor(1.2, **like), torch.tensor(var, **like), None, 0)
         a = per_draw_gradients(view, plain, state, noise)["logits"]
         b = per_draw_gradients(view, scaled, state, noise)["logits"]
         torch.testing.assert_close(b, a / divisor, rtol=1e-12, atol=1e-15)
