@@ -22,16 +22,21 @@ from gradbench.references import resolve_reference
 
 CPU = torch.device("cpu")
 DEVICE = CPU  # the test device, set by pytest_configure from --device / GRADBENCH_TEST_DEVICE
+_OWN_OPTION = True  # False when another plugin already defines --device
 
 
 def pytest_addoption(parser):
-    parser.addoption("--device", default=None, choices=("cpu", "cuda"),
-                     help="device of the device-aware tests (default: $GRADBENCH_TEST_DEVICE or cpu)")
+    try:
+        parser.addoption("--device", default=None, choices=("cpu", "cuda"),
+                         help="device of the device-aware tests (default: $GRADBENCH_TEST_DEVICE or cpu)")
+    except ValueError:  # another plugin owns --device: GRADBENCH_TEST_DEVICE still works
+        global _OWN_OPTION
+        _OWN_OPTION = False
 
 
 def pytest_configure(config):
     global DEVICE
-    name = config.getoption("--device") or os.environ.get("GRADBENCH_TEST_DEVICE", "cpu")
+    name = (_OWN_OPTION and config.getoption("--device")) or os.environ.get("GRADBENCH_TEST_DEVICE", "cpu")
     if name not in ("cpu", "cuda"):
         raise pytest.UsageError(f"unknown test device {name!r}; choose cpu or cuda")
     if name == "cuda" and not torch.cuda.is_available():
