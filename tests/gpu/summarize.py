@@ -31,10 +31,10 @@ def steps(work: Path) -> list[str]:
 
 
 def headline(work: Path) -> list[str]:
-    import pandas as pd
-
     folder = work / "headline"
     try:
+        import pandas as pd
+
         df = pd.read_parquet(folder)
     except Exception as error:  # noqa: BLE001 - any failure to read is reported as such
         return [f"headline: no readable results ({type(error).__name__}: {error})"]
