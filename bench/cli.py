@@ -8,6 +8,7 @@ computed or written. Heavy imports (torch) happen inside commands, so ``list`` a
 
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, TyperException
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, did_you_mean
 from .registry import compatibility, estimators, tasks
 
 console = Console()
@@ -435,7 +436,6 @@ def list_(
     """List registered estimators and tasks: parameters, defaults and capabilities."""
     kinds = {"estimators": "estimator", "tasks": "task", "estimator": "estimator", "task": "task"}
     if what is not None and what not in kinds:
-        from .registry import did_you_mean
 
         raise UserError(f"cannot list {what!r}{did_you_mean(what, ['estimators', 'tasks'])} (choose estimators or tasks)")
     chosen = [kinds[what]] if what else ["estimator", "task"]
@@ -504,45 +504,41 @@ def _task_table() -> Table:
     return table
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Generate and check task datasets.")
+class _TaskCommands(TyperGroup):
+    """`gradbench data`: the sub-commands tasks declare (``Task.data_commands``), found through the registry.
+
+    Names come from the tasks' descriptions (the catalog for built-ins), so the core names no
+    task; a command's module is imported only when that command (or this group's help) runs.
+    """
+
+    def _targets(self) -> dict[str, tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
+        for task in tasks.names():
+            for name, target in tasks.info(task).commands.items():
+                if name in found:
+                    raise UserError(f"tasks {found[name][0]} and {task} both declare `gradbench data {name}`; "
+                                    "rename one of the commands")
+                found[name] = (task, target)
+        return found
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._targets()))
+
+    def get_command(self, ctx, name: str):
+        command = super().get_command(ctx, name)
+        target = self._targets().get(name)
+        if command is not None or target is None:
+            return command
+        module, _, attr = target[1].partition(":")
+        function = getattr(importlib.import_module(module), attr)
+        holder = typer.Typer()
+        holder.command(name)(function)
+        return typer.main.get_command(holder)  # one command: typer returns it, not a group
+
+
+data_app = typer.Typer(cls=_TaskCommands, no_args_is_help=True, help="Generate and check task datasets "
+                       "(the sub-commands are contributed by the tasks).")
 app.add_typer(data_app, name="data")
-
-
-@data_app.command("listops")
-def data_listops(
-    out: Annotated[Optional[Path], typer.Option(help="Write generated examples to this official-format file.")] = None,
-    check: Annotated[Optional[Path], typer.Option(help="Recompute every label of an official-format file; "
-                                                  "exit 1 if any differs.")] = None,
-    n: Annotated[int, typer.Option(help="Examples to generate.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Generator seed; same seed, same file.")] = 0,
-    max_args: Annotated[int, typer.Option(help="Most arguments of an operator.")] = 5,
-    max_depth: Annotated[int, typer.Option(help="Deepest nesting (the root is level 1).")] = 20,
-    branching_prob: Annotated[float, typer.Option(help="Probability that a node below max_depth is an "
-                                                  "operator.")] = 0.25,
-    min_length: Annotated[int, typer.Option(help="Shortest expression in tokens (parentheses excluded).")] = 4,
-    max_length: Annotated[int, typer.Option(help="Longest expression in tokens (99: under 100, as in GST).")] = 99,
-    duplicates: Annotated[bool, typer.Option("--duplicates/--unique", help="Allow repeated expressions.")] = False,
-):
-    """Write generated ListOps examples (--out) or check an official-format file's labels (--check)."""
-    from gradbench.tasks.listops import data
-
-    if (out is None) == (check is None):
-        raise UserError("give exactly one of --out FILE (generate) or --check FILE (verify labels)")
-    if check is not None:
-        result = data.check_file(check)
-        for m in result.mismatches[:20]:
-            console.print(f"{check}:{m.line}: label {m.stated}, value {m.computed}", markup=False, soft_wrap=True)
-        if len(result.mismatches) > 20:
-            console.print(f"... and {len(result.mismatches) - 20} more", markup=False)
-        console.print(f"{check}: {result.count} examples, {len(result.mismatches)} mismatched labels", markup=False,
-                      soft_wrap=True)
-        return 0 if result.ok else 1
-    if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
-    examples = data.generate(n, seed, max_args, max_depth, branching_prob, min_length, max_length, not duplicates)
-    data.write_tsv(out, examples)
-    console.print(f"wrote {len(examples)} examples to {out}", markup=False, soft_wrap=True)
-    return 0
 
 
 def main() -> None:

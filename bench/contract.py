@@ -244,6 +244,9 @@ class Task(_Configured, ABC):
     dtype: ClassVar[str] = "float64"
     default_samples: ClassVar[int] = 10_000  # estimates S when --samples is not given
     default_reference_samples: ClassVar[int] = 1_000_000  # draws behind a REINFORCE reference
+    # Sub-commands of `gradbench data` this task contributes: {name: "module:function"}, a typer-annotated
+    # function in a module that imports no torch (the CLI lists them from the catalog, loads one when run).
+    data_commands: ClassVar[dict[str, str]] = {}
     _capability_fields = ("families", "relaxed_f", "differentiable_f", "masks", "exact", "kind", "groups", "offers")
 
     def problem(self, device: torch.device, dtype: torch.dtype) -> Problem:

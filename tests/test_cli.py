@@ -136,3 +136,21 @@ def test_python_dash_m_and_console_script_agree():
     assert a.returncode == 0 and a.stdout.startswith("gradbench ")
     b = subprocess.run([sys.executable, "-m", "gradbench", "run", "--task", "nope", "-e", "gst"], capture_output=True, text=True)
     assert b.returncode == 2 and b.stderr.count("\n") == 1 and "Traceback" not in b.stderr
+
+
+def test_task_data_commands_come_from_the_registry_without_torch():
+    """`gradbench data` lists the commands tasks declare (Task.data_commands), and neither the
+    top-level help nor the group's help imports torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom gradbench.cli import app\n"
+            "top = CliRunner().invoke(app, ['--help'])\ngroup = CliRunner().invoke(app, ['data', '--help'])\n"
+            "assert top.exit_code == 0 and group.exit_code == 0, (top.output, group.output)\n"
+            "assert 'listops' in group.output, group.output\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    from gradbench.registry import tasks
+
+    assert tasks.info("listops").commands == {"listops": "gradbench.tasks.listops.cli:data_listops"}
