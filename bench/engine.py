@@ -20,10 +20,10 @@ from .contract import Chunk, Estimator, Problem
 from .errors import UserError
 from .families.categorical import Distribution
 from .noise import NoiseSource, derive_seed
+from .options import ENGINES, check_value  # noqa: F401  (ENGINES: re-exported)
 from .stats import GroupStats, GroupSummary
 from .view import View, replicate  # noqa: F401  (re-exported: the engine's callers used to find them here)
 
-ENGINES = ("vectorized", "loop")
 _CHUNK_VALUES = 1 << 23  # noise values per chunk: bounds memory whatever the estimator draws
 
 
@@ -65,7 +65,8 @@ def per_draw_gradients(view: View, estimator: Estimator, state: Any, noise: dict
     if engine == "loop":
         rows = [_gradients(view, estimator, state, {k: v[i : i + 1] for k, v in noise.items()}, 1) for i in range(n)]
         return {g: torch.cat([r[g] for r in rows]) for g in rows[0]}
-    raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    check_value("engine", engine)  # raises: the one definition of the engine option
+    raise AssertionError(f"engine {engine!r} passed its check but has no implementation")
 
 
 def _gradients(view: View, estimator: Estimator, state: Any, noise: dict[str, Tensor], n: int) -> dict[str, Tensor]:

@@ -20,11 +20,12 @@ from torch import Tensor
 from .contract import Problem
 from .errors import UserError
 from .noise import derive_seed
+from .options import REFERENCE_MODES, check_value
 from .reinforce import LeaveOneOut
 from .engine import MeasureConfig, measure
 from .view import replicate
 
-MODES = ("auto", "exact", "reinforce")
+MODES = REFERENCE_MODES
 MAX_CONFIGURATIONS = 1 << 20
 
 
@@ -81,8 +82,7 @@ def enumerate_gradient(problem: Problem, max_configurations: int = MAX_CONFIGURA
 def reinforce_reference(problem: Problem, samples: int, seed: int, chunk_size: int = 1 << 16,
                         progress: Callable[[int], None] | None = None) -> Reference:
     """RLOO over ``samples`` draws in groups of m (up to 1000, at least 20 groups)."""
-    if samples < 40:
-        raise UserError(f"--reference-samples must be at least 40 for a REINFORCE reference, got {samples}")
+    check_value("reference_samples", samples)
     custom = problem.reinforce_reference(samples, seed, progress)
     if custom is not None:
         return custom
@@ -104,8 +104,7 @@ def reinforce_reference(problem: Problem, samples: int, seed: int, chunk_size: i
 def resolve_reference(problem: Problem, mode: str, samples: int, seed: int, chunk_size: int = 1 << 16,
                       progress: Callable[[int], None] | None = None) -> Reference:
     """The reference for ``mode`` in MODES; ``auto`` prefers exact."""
-    if mode not in MODES:
-        raise UserError(f"unknown reference {mode!r}; choose one of {', '.join(MODES)}")
+    check_value("reference", mode)
     if mode in ("auto", "exact"):
         exact = exact_gradient(problem)
         if exact is not None:

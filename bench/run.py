@@ -14,48 +14,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError
+from .options import RunOptions
 from .registry import compatibility, estimators, tasks
 from .schema import base_row, measurement_rows, metric_row, run_columns
 from .spec import Spec, parse_spec
-
-DTYPES = ("float32", "float64")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Options of a run (the CLI's flags); recorded in full in the run's sidecar."""
-
-    samples: int | None = None  # None: the task's default_samples
-    seed: int = 0
-    out: str = "results"
-    engine: str = "vectorized"
-    device: str = "auto"
-    dtype: str | None = None
-    reference: str = "auto"
-    reference_samples: int | None = None  # None: the task's default_reference_samples
-    chunk_size: int = 1 << 16
-    warmup: int = 1000
-
-    def check(self) -> None:
-        from .references import MODES
-        from .engine import ENGINES
-
-        if self.samples is not None and self.samples < 2:
-            raise UserError(f"--samples must be at least 2 (variance needs two estimates), got {self.samples}")
-        if self.engine not in ENGINES:
-            raise UserError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
-        if self.reference not in MODES:
-            raise UserError(f"unknown reference {self.reference!r}; choose one of {', '.join(MODES)}")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise UserError(f"unknown dtype {self.dtype!r}; choose float32 or float64")
-        if self.chunk_size < 1:
-            raise UserError(f"--chunk-size must be positive, got {self.chunk_size}")
-        if self.warmup < 0:
-            raise UserError(f"--warmup must be ≥ 0, got {self.warmup}")
-        if self.reference_samples is not None and self.reference_samples < 40:
-            raise UserError(f"--reference-samples must be at least 40, got {self.reference_samples}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise UserError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
 
 
 @dataclass

@@ -29,14 +29,6 @@ class Outcome:
     error: str = ""
 
 
-def set_threads(threads: int | None) -> None:
-    """Torch intra-op threads for this process (None: leave torch's default)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 def cell_device(cell: Cell, worker: int = 0) -> str:
     """The device a worker runs ``cell`` on: an explicit ``cuda:N`` as given, else one GPU per worker."""
     if cell.device == "cpu":

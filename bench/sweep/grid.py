@@ -20,15 +20,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import UserError, did_you_mean
 from ..registry import compatibility, estimators, tasks
-from ..run import RunOptions, validate_specs
+from ..options import OPTION_NAMES, RunOptions
+from ..run import validate_specs
 from ..spec import Spec, parse_spec
 
-OPTION_NAMES = tuple(f.name for f in fields(RunOptions) if f.name != "out")
 ALL_ESTIMATORS = "*"  # in a grid or suite: every registered estimator that fits the task
 ID_LENGTH = 12  # hex digits of the cell id: 48 bits, collisions negligible below millions of cells
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError, did_you_mean
-from ..run import RunOptions
+from ..options import RunOptions
 from .grid import Grid, expand_estimators  # noqa: F401  (expand_estimators: re-exported)
 
 _OPTION_TYPES = {f.name: f.type for f in fields(RunOptions) if f.name != "out"}
