@@ -158,6 +158,11 @@ def _infer_kind(default: Any) -> str:
     return "any"
 
 
+def plain(value: Any) -> Any:
+    """A parameter value as JSON holds it: tuples (how frozen configurations store lists) become lists."""
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
 def declared_params(cls: type) -> dict[str, Param]:
     """The :class:`Param` declarations of a dataclass, in field order."""
     out = {}
