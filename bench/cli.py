@@ -24,6 +24,7 @@ from typer.exceptions import Abort, TyperException
 
 from . import __version__
 from .errors import UserError, did_you_mean
+from .numbers import format_number
 from .options import OPTION_NAMES, THREADS, RunOptions, cli_fields, threads_set
 from .registry import compatibility, estimators, tasks
 
@@ -314,12 +315,7 @@ SHOWN_METRICS = {  # metric -> column heading
 
 
 def _fmt(value: float, scale: float = 1.0) -> str:
-    if value is None or math.isnan(value):
-        return "–"
-    if math.isinf(value):
-        return "inf"
-    value *= scale
-    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.2e}"
+    return format_number(None if value is None else value * scale)
 
 
 def _cell(metric, scale: float = 1.0) -> str:
