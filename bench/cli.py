@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, TyperException
 
 from . import __version__
+from .capabilities import FromParam
 from .errors import UserError
 from .registry import compatibility, estimators, tasks
 
@@ -453,9 +454,9 @@ def _params_text(info) -> str:
     return "\n".join(parts) or "–"
 
 
-def _when(condition: str) -> str:
-    """'!hard' -> ' when hard=False'."""
-    return f" when {condition.lstrip('!')}={not condition.startswith('!')}"
+def _when(value) -> str:
+    """FromParam('hard', negate=True) -> ' when hard=False'; '' for a plain value."""
+    return f" when {value.condition()}" if isinstance(value, FromParam) else ""
 
 
 def _estimator_table() -> Table:
@@ -468,7 +469,7 @@ def _estimator_table() -> Table:
         info = estimators.info(name)
         cap = info.capabilities
         caps = [
-            ("unbiased" + _when(cap["unbiased"])) if isinstance(cap["unbiased"], str)
+            ("unbiased" + _when(cap["unbiased"])) if isinstance(cap["unbiased"], FromParam)
             else "unbiased" if cap["unbiased"] else "biased",
             "families: " + ", ".join("any" if f == "*" else f for f in cap["families"]),
             f"f evaluations: {cap['evaluations']}",
@@ -476,7 +477,7 @@ def _estimator_table() -> Table:
         for key, text in (("differentiable_f", "needs differentiable f"), ("relaxed_f", "evaluates f at relaxed points"),
                           ("stateful", "stateful"), ("masks", "masks")):
             if cap.get(key):
-                caps.append(text + (_when(cap[key]) if isinstance(cap[key], str) else ""))
+                caps.append(text + _when(cap[key]))
         caps += [f"requires {r}" for r in cap.get("requires", [])]
         fits = [t.name for t in task_infos if compatibility(info, t)[0]]
         table.add_row(name, info.description, _params_text(info), "\n".join(caps), ", ".join(fits) or "–")

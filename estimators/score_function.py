@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gradbench.capabilities import FromParam
 from gradbench.contract import Estimator, Surrogate
 from gradbench.families.categorical import Distribution
 from gradbench.noise import NoiseSpec
@@ -97,7 +98,7 @@ class RLOO(Estimator):
     name = "rloo"
     unbiased = True
     families = ANY_FAMILY
-    evaluations = "m"
+    evaluations = FromParam("m")
     m: int = param(4, "draws per estimate", ge=2)
 
     def noise(self, dist):
