@@ -100,3 +100,36 @@ def resolve(value: Any, params: Mapping[str, Param], kwargs: Mapping[str, Any] |
     values = {name: p.default for name, p in params.items()}
     values.update(kwargs or {})
     return value.resolve(values)
+
+
+def _when(value: Any) -> str:
+    """FromParam('hard', negate=True) -> ' when hard=False'; '' for a plain value."""
+    return f" when {value.condition()}" if isinstance(value, FromParam) else ""
+
+
+def estimator_lines(caps: Mapping[str, Any]) -> list[str]:
+    """An estimator's declared capabilities as short lines (``gradbench list``, docs/estimators.md)."""
+    unbiased = caps["unbiased"]
+    lines = [
+        ("unbiased" + _when(unbiased)) if isinstance(unbiased, FromParam) else "unbiased" if unbiased else "biased",
+        "families: " + ", ".join("any" if f == "*" else f for f in caps["families"]),
+        f"f evaluations: {caps['evaluations']}",
+    ]
+    for key, text in (("differentiable_f", "needs differentiable f"), ("relaxed_f", "evaluates f at relaxed points"),
+                      ("stateful", "stateful"), ("masks", "masks")):
+        if caps.get(key):
+            lines.append(text + _when(caps[key]))
+    return lines + [f"requires {r}" for r in caps.get("requires", [])]
+
+
+def task_lines(caps: Mapping[str, Any]) -> list[str]:
+    """A task's declared capabilities as short lines."""
+    lines = [
+        f"{caps['kind']} task",
+        "families: " + ", ".join(caps["families"]),
+        "exact reference" if caps["exact"] else "REINFORCE reference",
+        "groups: " + ", ".join(caps["groups"]),
+    ]
+    if not caps.get("relaxed_f"):
+        lines.append("f only at discrete points")
+    return lines + [f"offers {o}" for o in caps.get("offers", [])]

@@ -300,16 +300,25 @@ tasks: Registry = Registry("task", "gradbench.tasks")
 REGISTRIES = {"estimator": estimators, "task": tasks}
 
 
-def _write_catalog() -> None:
-    path = resources.files("gradbench").joinpath("catalog.json")
-    text = json.dumps(build_catalog(), indent=1, ensure_ascii=False) + "\n"
-    with open(str(path), "w") as fh:
-        fh.write(text)
-    print(f"wrote {path}")
+def catalog_text() -> str:
+    """catalog.json's text for the classes as they are now (imports every built-in module)."""
+    return json.dumps(build_catalog(), indent=1, ensure_ascii=False) + "\n"
+
+
+def catalog_path() -> str:
+    return str(resources.files("gradbench").joinpath("catalog.json"))
 
 
 if __name__ == "__main__":
-    # Run the imported module's copy, whose registries the estimator modules fill.
-    from gradbench.registry import _write_catalog as write
+    # Run the imported module's copy, whose registries the estimator modules fill. With --print
+    # the text goes to stdout (gradbench regenerate reads it from a fresh process).
+    import sys
 
-    write()
+    from gradbench.registry import catalog_text as _text
+
+    if sys.argv[1:] == ["--print"]:
+        sys.stdout.write(_text())
+    else:
+        from gradbench.regenerate import main
+
+        sys.exit(main(["--only", "catalog"]))

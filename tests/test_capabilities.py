@@ -79,3 +79,20 @@ def test_old_string_capabilities_are_rejected_with_the_fix(old, fix):
 
     with pytest.raises(RegistryError, match=rf"old-style.*declare {fix.replace('(', '[(]').replace(')', '[)]')}"):
         EntryInfo.from_class(Old, "x:Old", "plugin test")
+
+
+def test_estimators_page_is_current():
+    """docs/estimators.md is made from the catalog (regenerate: gradbench regenerate --only catalog)."""
+    from gradbench.regenerate import ESTIMATORS_PAGE, estimators_page
+
+    assert ESTIMATORS_PAGE.read_text() == estimators_page(load_catalog()), (
+        "docs/estimators.md is stale: run `gradbench regenerate --only catalog`")
+
+
+def test_table_check_ignores_only_timing_columns():
+    from gradbench.regenerate import mask_timings
+
+    table = "| estimator | variance | µs / estimate |\n|---|---|---|\n| `a` | 1.0 | {t} |\ntext {t}\n"
+    assert mask_timings(table.format(t="3.1")) == mask_timings(table.replace("| {t} |", "| 9 |").format(t="3.1"))
+    assert mask_timings(table.format(t="3.1")) != mask_timings(table.replace("1.0", "2.0").format(t="3.1"))
+    assert mask_timings(table.format(t="3.1")) != mask_timings(table.format(t="4.0"))  # outside a table: compared
