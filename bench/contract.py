@@ -101,12 +101,12 @@ class Estimator(_Configured, ABC):
           hyperparameter that sets it, or ``PerCategory(plus=1)`` for K·D + 1.
       differentiable_f: uses df/dx (straight-through and relaxed estimators).
       relaxed_f: evaluates f at non-discrete points (relaxed samples).
-    unbiased, differentiable_f, relaxed_f and masks may also be ``FromParam("hard",
-    negate=True)``: set by a boolean hyperparameter (here: true when hard=False).
-    The conformance suite checks every declaration (tests/test_conformance.py).
       masks: supports categoricals with masked (invalid) categories.
       stateful: carries state that ``update`` adapts.
       requires: task features needed (e.g. "importance_weights" for VIMCO).
+    unbiased, differentiable_f, relaxed_f and masks may also be ``FromParam("hard",
+    negate=True)``: set by a boolean hyperparameter (here: true when hard=False).
+    The conformance suite checks every declaration (tests/test_conformance.py).
     """
 
     unbiased: ClassVar[bool | FromParam]

@@ -136,27 +136,31 @@ def mask_timings(text: str) -> str:
     return "\n".join(out)
 
 
+def estimator_table(check: bool, work: Path) -> bool:
+    _say("tables 1/2: estimator table (3 tasks × every fitting estimator, 100,000 estimates each)")
+    page = work / "estimator-table.md"
+    _run([sys.executable, "tests/benchmarks/estimator_table.py", "--page", str(page),
+          "--out", str(work / "estimator-table")])
+    text = GENERATED.format(part="tables") + "\n\n" + page.read_text()
+    return _finish(RESULTS / "estimator-table.md", text, check)
+
+
+def gengs_table(check: bool, work: Path) -> bool:
+    _say("tables 2/2: GenGS against truncation and τ (six `gradbench run`, 100,000 estimates each)")
+    _run(["bash", "tests/benchmarks/gengs_sweep.sh", str(work / "gengs")])
+    table = _run([sys.executable, "-m", "gradbench.reports.counts_table", str(work / "gengs")],
+                 capture_output=True, text=True).stdout
+    text = (f"{GENERATED.format(part='tables')}\n\n# GenGS bias and variance against truncation and τ\n\n"
+            "One Poisson variable, λ ∈ {0.5, 5, 50}, f = (z − λ)² (true gradient 1) and f = z² (gradient "
+            "1 + 2λ) at full coverage; 100,000 estimates per configuration, seed 0, exact reference "
+            "(`tests/benchmarks/gengs_sweep.sh`, then `python -m gradbench.reports.counts_table`). Relative "
+            "bias is ‖E ĝ − g‖/‖g‖ with its 95% interval; \"< x\" means the interval reaches 0.\n\n" + table)
+    return _finish(RESULTS / "gengs.md", text, check)
+
+
 def tables(check: bool) -> bool:
-    ok = True
     with tempfile.TemporaryDirectory(prefix="gradbench-tables-") as tmp:
-        work = Path(tmp)
-        _say("tables 1/2: estimator table (3 tasks × every fitting estimator, 100,000 estimates each)")
-        page = work / "estimator-table.md"
-        _run([sys.executable, "tests/benchmarks/estimator_table.py", "--page", str(page),
-              "--out", str(work / "estimator-table")])
-        text = GENERATED.format(part="tables") + "\n\n" + page.read_text()
-        ok &= _finish(RESULTS / "estimator-table.md", text, check)
-        _say("tables 2/2: GenGS against truncation and τ (six `gradbench run`, 100,000 estimates each)")
-        _run(["bash", "tests/benchmarks/gengs_sweep.sh", str(work / "gengs")])
-        table = _run([sys.executable, "-m", "gradbench.reports.counts_table", str(work / "gengs")],
-                     capture_output=True, text=True).stdout
-        text = (f"{GENERATED.format(part='tables')}\n\n# GenGS bias and variance against truncation and τ\n\n"
-                "One Poisson variable, λ ∈ {0.5, 5, 50}, f = (z − λ)² (true gradient 1) and f = z² (gradient "
-                "1 + 2λ) at full coverage; 100,000 estimates per configuration, seed 0, exact reference "
-                "(`tests/benchmarks/gengs_sweep.sh`, then `python -m gradbench.reports.counts_table`). Relative "
-                "bias is ‖E ĝ − g‖/‖g‖ with its 95% interval; \"< x\" means the interval reaches 0.\n\n" + table)
-        ok &= _finish(RESULTS / "gengs.md", text, check)
-    return ok
+        return estimator_table(check, Path(tmp)) & gengs_table(check, Path(tmp))
 
 
 def _finish(path: Path, text: str, check: bool) -> bool:

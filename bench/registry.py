@@ -254,11 +254,6 @@ def build_catalog() -> dict:
     return catalog
 
 
-def resolve_capability(value: Any, params: dict[str, Param], kwargs: dict[str, Any] | None = None) -> Any:
-    """A declared capability for a configuration (see gradbench.capabilities.resolve)."""
-    return capabilities.resolve(value, params, kwargs)
-
-
 def compatibility(estimator: EntryInfo, task: EntryInfo, kwargs: dict[str, Any] | None = None) -> tuple[bool, str]:
     """Whether an estimator (configured with ``kwargs``) can run on a task, from declarations only.
 

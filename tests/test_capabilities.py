@@ -96,3 +96,12 @@ def test_table_check_ignores_only_timing_columns():
     assert mask_timings(table.format(t="3.1")) == mask_timings(table.replace("| {t} |", "| 9 |").format(t="3.1"))
     assert mask_timings(table.format(t="3.1")) != mask_timings(table.replace("1.0", "2.0").format(t="3.1"))
     assert mask_timings(table.format(t="3.1")) != mask_timings(table.format(t="4.0"))  # outside a table: compared
+
+
+def test_compatibility_reads_typed_evaluations():
+    """On a decision sequence seen one decision at a time, only one evaluation per decision fits:
+    IndeCateR's PerCategory count (K·D + 1) is refused, as a FromParam count other than 1 would be."""
+    from gradbench.registry import compatibility, tasks
+
+    ok, why = compatibility(estimators.info("indecater"), tasks.info("listops"))
+    assert not ok and "K·D + 1 times per decision" in why and "(K·D + 1)^T" in why
