@@ -12,16 +12,15 @@ imported when first described. In-process code can use the ``register`` decorato
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import json
 import pkgutil
 from dataclasses import dataclass, field
 from importlib import metadata, resources
-from typing import Any, Generic, Iterable, TypeVar
+from typing import Any, Generic, TypeVar
 
 from . import capabilities
-from .errors import SpecError, UserError
+from .errors import SpecError, UserError, did_you_mean  # noqa: F401  (did_you_mean: re-exported)
 from .params import Param, declared_params, validate_kwargs
 from .spec import Spec, parse_spec
 
@@ -38,15 +37,6 @@ class RegistryError(UserError):
     """A name clash or an unloadable entry."""
 
 
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """'; did you mean X?' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    if not close and name:
-        # Prefix matches catch short typos difflib scores low ("gs" -> "gst").
-        close = [c for c in choices if c.startswith(name) or name.startswith(c)][:1]
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 @dataclass(frozen=True)
 class EntryInfo:
     """What is known about an entry without using it (serialisable)."""
@@ -58,21 +48,26 @@ class EntryInfo:
     params: dict[str, Param]
     capabilities: dict[str, Any]  # as declared: plain values, FromParam, PerCategory (gradbench.capabilities)
     source: str = "gradbench"
+    commands: dict[str, str] = field(default_factory=dict)  # a task's `gradbench data` sub-commands
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "target": self.target,
             "description": self.description,
             "version": self.version,
             "params": {k: p.to_json() for k, p in self.params.items()},
             "capabilities": {k: capabilities.to_json(v) for k, v in self.capabilities.items()},
         }
+        if self.commands:
+            out["commands"] = dict(self.commands)
+        return out
 
     @classmethod
     def from_json(cls, name: str, data: dict, source: str = "gradbench") -> EntryInfo:
         params = {k: Param.from_json(p) for k, p in data["params"].items()}
         caps = {k: capabilities.from_json(v) for k, v in data["capabilities"].items()}
-        return cls(name, data["target"], data["description"], data["version"], params, caps, source)
+        return cls(name, data["target"], data["description"], data["version"], params, caps, source,
+                   dict(data.get("commands", {})))
 
     def capability(self, key: str, kwargs: dict[str, Any] | None = None, default: Any = None) -> Any:
         """A capability for the configuration ``kwargs`` (defaults elsewhere); FromParam resolved."""
@@ -94,6 +89,7 @@ class EntryInfo:
             params=declared_params(obj),
             capabilities={k: capabilities.from_json(v) for k, v in declared.items()},
             source=source,
+            commands=dict(getattr(obj, "data_commands", {})),
         )
 
 
@@ -306,14 +302,15 @@ def catalog_path() -> str:
 
 if __name__ == "__main__":
     # Run the imported module's copy, whose registries the estimator modules fill. With --print
-    # the text goes to stdout (gradbench regenerate reads it from a fresh process).
+    # the text goes to stdout (gradbench regenerate reads it from a fresh process); otherwise
+    # catalog.json alone is written (`gradbench regenerate --only catalog` also writes its page).
     import sys
 
-    from gradbench.registry import catalog_text as _text
+    from gradbench.registry import catalog_path as _path, catalog_text as _text
 
     if sys.argv[1:] == ["--print"]:
         sys.stdout.write(_text())
     else:
-        from gradbench.regenerate import main
-
-        sys.exit(main(["--only", "catalog"]))
+        with open(_path(), "w") as fh:
+            fh.write(_text())
+        print(f"wrote {_path()} (docs/estimators.md: gradbench regenerate --only catalog)")
