@@ -19,6 +19,7 @@ _EXPORTS = {
     "param": "params", "estimators": "registry", "tasks": "registry", "parse_spec": "spec",
     "MeasureConfig": "engine", "measure": "engine", "per_draw_gradients": "engine",
     "resolve_reference": "references", "read_results": "store", "UserError": "errors",
+    "measure_gradients": "api",
 }
 
 __all__ = ["__version__", *_EXPORTS]
