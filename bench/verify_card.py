@@ -86,7 +86,8 @@ def summary_lines(verdict) -> list[str]:
         lines.append(f"Resolution: relative biases from {_num(min(detectable))} (easiest task) to "
                      f"{_num(max(detectable))} (hardest) are detected with 80% probability ('detectable').")
     if verdict.skipped:
-        lines.append("Not run (the estimator does not fit): " + "; ".join(verdict.skipped) + ".")
+        names = dict.fromkeys(s.split(":")[0].split("(")[0] for s in verdict.skipped)
+        lines.append(f"Not run, as the estimator does not fit them: {', '.join(names)}.")
     return lines
 
 
@@ -106,7 +107,8 @@ def _md_table(head: list[str], body: list[list[str]]) -> str:
 def markdown(verdict, meta: dict) -> str:
     parts = [f"# gradbench verify: {verdict.label}", "", f"**{verdict_line(verdict)}**", ""]
     parts += [f"- {p}" for p in verdict.problems] + ([""] if verdict.problems else [])
-    parts += [" ".join(summary_lines(verdict)), "", "## Bias, evaluations and relaxed points", "",
+    parts += [f"- {line}" for line in summary_lines(verdict)]
+    parts += ["", "## Bias, evaluations and relaxed points", "",
               _md_table(*bias_table(verdict)), "", "## Variance against the baselines (estimator / baseline)", "",
               _md_table(*ratio_table(verdict)), "",
               "Ratios below 1 favour the estimator. Work-normalised variance is variance × seconds per estimate "
