@@ -199,13 +199,11 @@ def _view_family(problem: UserProblem, estimator: Estimator) -> str:
         family = "categorical"
     else:
         raise UserError(f"{estimator.name} handles {'/'.join(estimator.families)} variables, not {problem.family}")
-    from .registry import resolve_capability
-    from .params import declared_params
+    from .verify import capability
 
-    params, kwargs = declared_params(type(estimator)), estimator.params_dict()
-    if resolve_capability(estimator.relaxed_f, params, kwargs) and not problem.objective.relaxed:
+    if capability(estimator, "relaxed_f") and not problem.objective.relaxed:
         raise UserError(f"{estimator.label} evaluates f at relaxed points, and this objective says relaxed=False")
-    if resolve_capability(estimator.differentiable_f, params, kwargs) and not problem.objective.differentiable:
+    if capability(estimator, "differentiable_f") and not problem.objective.differentiable:
         raise UserError(f"{estimator.label} needs a differentiable f, and this objective says differentiable=False")
     if estimator.requires:
         raise UserError(f"{estimator.label} needs a task that offers {', '.join(estimator.requires)}, "

@@ -126,14 +126,23 @@ def load_estimator_file(path: Path, class_name: str) -> type:
     return cls
 
 
-def default_baselines(info, kwargs: dict) -> list[str]:
+def capability(estimator, key: str) -> Any:
+    """A declared capability of a configured estimator, resolved for its hyperparameters."""
+    from .params import declared_params
+
+    if hasattr(estimator, "capability"):
+        return estimator.capability(key)
+    return resolve_capability(getattr(type(estimator), key), declared_params(type(estimator)), estimator.params_dict())
+
+
+def default_baselines(estimator) -> list[str]:
     """REINFORCE, RLOO at the estimator's evaluations (m ≥ 2), and STGS, GST for an estimator using df/dx."""
-    evaluations = info.capabilities.get("evaluations", 1)
-    if isinstance(evaluations, str) and evaluations in info.params:
-        evaluations = kwargs.get(evaluations, info.params[evaluations].default)
-    m = evaluations if isinstance(evaluations, int) and evaluations >= 2 else 2
-    out = ["reinforce", f"rloo(m={m})"]
-    if resolve_capability(info.capabilities.get("differentiable_f"), info.params, kwargs):
+    try:
+        evaluations = int(estimator.n_evaluations())
+    except (TypeError, ValueError):  # evaluations that depend on the task (K·D + 1)
+        evaluations = 2
+    out = ["reinforce", f"rloo(m={max(2, evaluations)})"]
+    if capability(estimator, "differentiable_f"):
         out += ["stgs", "gst"]
     return out
 
@@ -328,7 +337,7 @@ def plan(text: str, options: VerifyOptions) -> tuple[Spec, list[Spec], list[tupl
     options.check()
     spec = resolve_estimator(text)
     info = estimators.info(spec.name)
-    against = list(options.against) if options.against is not None else default_baselines(info, spec.kwargs)
+    against = list(options.against) if options.against is not None else default_baselines(estimators.build(spec))
     baselines, seen = [], {_configuration(spec)}
     for b in against:
         bspec = estimators.validate(parse_spec(b))
@@ -383,8 +392,9 @@ def verify(text: str, options: VerifyOptions = VerifyOptions(), console=None, pr
     budget = BUDGETS[options.budget]
     device = resolve_device(options.device)
     estimator = estimators.build(spec)
-    info = estimators.info(spec.name)
-    declared = {k: resolve_capability(v, info.params, spec.kwargs) for k, v in info.capabilities.items()}
+    declared = {k: capability(estimator, k) for k in estimator._capability_fields}
+    declared = {k: v if isinstance(v, (bool, int, float, list, tuple, type(None))) else str(v)
+                for k, v in declared.items()}  # typed capabilities (K·D + 1) as their text
     run_options = RunOptions(samples=budget.samples, seed=options.seed, out=options.out, device=str(device),
                              dtype=options.dtype, reference="exact", warmup=budget.warmup)
     run_id, run_dir = create_run_dir(Path(options.out))
@@ -401,7 +411,10 @@ def verify(text: str, options: VerifyOptions = VerifyOptions(), console=None, pr
 
     checks: list[TaskCheck] = []
     try:
-        for tspec, fits in chosen:
+        for number, (tspec, fits) in enumerate(chosen, 1):
+            if console is not None and console.is_terminal:
+                console.print(f"[{number}/{len(chosen)}] {tspec}: {estimator.label} and "
+                              f"{', '.join(map(str, fits)) or 'no baselines'}", markup=False, highlight=False)
             task = tasks.build(tspec)
             dtype = getattr(torch, options.dtype or task.dtype)
             problem = task.problem(device, dtype)

@@ -158,3 +158,23 @@ def test_built_in_verdicts_agree_with_declarations(tmp_path):
         result = invoke(spec, "--task", "toy-bernoulli", "--task", "toy-quadratic", "--against", "reinforce",
                         "--out", tmp_path / "res")
         assert result.exit_code == 0, result.output
+
+
+def test_verify_rows_are_gradbench_runs_numbers(tmp_path):
+    """Same seed, same bits: verify measures as `gradbench run` does with its budget's options."""
+    from gradbench.run import RunOptions, execute, prepare
+    from gradbench.verify import BUDGETS
+
+    result = invoke("reinforce-ema", "--task", "toy-latent", "--against", "rloo(m=2)", "--seed", 3,
+                    "--out", tmp_path / "v")
+    assert result.exit_code == 0, result.output
+    quick = BUDGETS["quick"]
+    run = execute(prepare("toy-latent", ["reinforce-ema", "rloo(m=2)"],
+                          RunOptions(samples=quick.samples, seed=3, warmup=quick.warmup, out=str(tmp_path / "r"))))
+    timing = ["seconds_per_estimate", "work_normalized_variance"]
+    key = ["estimator_label", "param_group", "metric"]
+    v = pd.read_parquet(tmp_path / "v").set_index(key)
+    r = pd.DataFrame(run.rows).set_index(key)
+    r = r[~r.index.get_level_values("metric").isin(timing)]
+    pd.testing.assert_frame_equal(v.loc[r.index, ["value", "ci_low", "ci_high", "n_estimates", "warmup"]],
+                                  r[["value", "ci_low", "ci_high", "n_estimates", "warmup"]], check_exact=True)
