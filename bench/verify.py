@@ -274,6 +274,7 @@ class TaskCheck:
     at_rounding: bool = False
     bias_detected: bool = False
     detectable: float = math.nan  # smallest relative bias detected with 80% probability
+    eps: float = 2.0**-52  # machine epsilon of the task's dtype
     evaluations_declared: int | None = None
     evaluations_counted: float = math.nan
     relaxed_points: bool = False
@@ -431,7 +432,7 @@ def verify(text: str, options: VerifyOptions = VerifyOptions(), console=None, pr
             eps = torch.finfo(dtype).eps
             for group, summary in mine.groups.items():
                 check = TaskCheck(str(tspec), group, result.reference.kind, evaluations_declared=declared_evals,
-                                  evaluations_counted=counted, relaxed_points=relaxed)
+                                  evaluations_counted=counted, relaxed_points=relaxed, eps=eps)
                 if summary.status != "ok":
                     check.status, check.message = "failed", summary.message
                     check.problems.append(f"{tspec} [{group}]: the measurement failed: {summary.message}")
@@ -442,12 +443,15 @@ def verify(text: str, options: VerifyOptions = VerifyOptions(), console=None, pr
                 check.floor, check.reference_norm = m["bias_noise_floor"].value, m["reference_norm"].value
                 check.z = check.bias.value / check.floor if check.floor > 0 else math.inf
                 check.at_rounding = check.bias.value <= ROUNDING_FLOOR * eps * check.reference_norm
-                check.tested = not check.at_rounding and check.floor > 0 and check.reference_norm > 0
-                check.p = min(1.0, 2 * float(sps.norm.sf(check.z))) if check.tested else 1.0
+                check.tested = not check.at_rounding and check.reference_norm > 0
+                if check.floor > 0:
+                    check.p = min(1.0, 2 * float(sps.norm.sf(check.z))) if check.tested else 1.0
+                else:  # every estimate identical: no noise, so any bias beyond √ε (relative) is real
+                    check.p = 0.0 if check.tested and check.relative_bias.value > math.sqrt(eps) else 1.0
                 for other in others:
                     o = other.groups.get(group)
-                    if o is None or o.status != "ok":
-                        continue
+                    if o is None or o.status != "ok" or problem.for_estimator(other.estimator) is not target:
+                        continue  # a baseline of another objective (VIMCO's bound) has nothing to compare
                     check.ratios[other.estimator.label] = (
                         _ratio(m["variance"], o.metrics["variance"]),
                         _ratio(m["work_normalized_variance"], o.metrics["work_normalized_variance"]))
@@ -498,7 +502,8 @@ def _judge(checks: list[TaskCheck], declared: dict, alpha: float) -> None:
         if c.status != "ok":
             continue
         if c.reference_norm > 0:
-            c.detectable = (z_crit + POWER_Z) * c.floor / c.reference_norm
+            c.detectable = ((z_crit + POWER_Z) * c.floor / c.reference_norm if c.floor > 0
+                            else math.sqrt(c.eps))
         c.bias_detected = c.tested and c.p_holm < alpha
         if declared.get("unbiased") is True and c.bias_detected:
             c.problems.append(f"{c.task} [{c.group}]: declared unbiased, but the bias is {c.bias.value:.3g} "
