@@ -426,7 +426,10 @@ def verify(text: str, options: VerifyOptions = VerifyOptions(), console=None, pr
             sidecar["tasks"][str(tspec)] = task_sidecar
             target = problem.for_estimator(estimator)
             view = View(target, estimator)
-            counted, relaxed = probe(target, estimator, options.seed)
+            try:
+                counted, relaxed = probe(target, estimator, options.seed)
+            except Exception:  # a broken estimator: its measurement failed too, and says why
+                counted, relaxed = math.nan, False
             declared_evals = declared_evaluations(estimator, view.template)
             mine, others = result.measurements[0], result.measurements[1:]
             eps = torch.finfo(dtype).eps
@@ -509,7 +512,8 @@ def _judge(checks: list[TaskCheck], declared: dict, alpha: float) -> None:
             c.problems.append(f"{c.task} [{c.group}]: declared unbiased, but the bias is {c.bias.value:.3g} "
                               f"(relative {c.relative_bias.value:.3g}, {c.z:.1f} standard errors, Holm p = "
                               f"{c.p_holm:.2g} < {alpha})")
-        if c.evaluations_declared is not None and not math.isclose(c.evaluations_counted, c.evaluations_declared):
+        if c.evaluations_declared is not None and math.isfinite(c.evaluations_counted) and not math.isclose(
+                c.evaluations_counted, c.evaluations_declared):
             c.problems.append(f"{c.task} [{c.group}]: declares {c.evaluations_declared} evaluations of f per "
                               f"estimate, counted {c.evaluations_counted:g}")
         if c.relaxed_points and declared.get("relaxed_f") is False:

@@ -10,10 +10,12 @@ detectable relative bias on toy-quadratic and toy-latent (about 0.12 and 0.07).
 import textwrap
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from gradbench import store
 from gradbench.cli import app
+from gradbench.registry import estimators
 
 runner = CliRunner()
 TASKS = ("--task", "toy-quadratic", "--task", "toy-latent")
@@ -73,6 +75,16 @@ class Miscounted(Honest):
 
 
 @dataclass(frozen=True)
+class Broken(Honest):
+    """Fails on every task."""
+
+    name = "broken"
+
+    def surrogate(self, dist, f, noise, state):
+        raise RuntimeError("deliberately broken")
+
+
+@dataclass(frozen=True)
 class SecretlyRelaxed(Estimator):
     """Declares relaxed_f = False, then evaluates f at softmax(logits)."""
 
@@ -85,6 +97,16 @@ class SecretlyRelaxed(Estimator):
         value = f(y)
         return Surrogate(value.reshape(value.shape[0], -1).sum(1))
 '''
+
+
+@pytest.fixture(autouse=True)
+def _registry_as_it_was():
+    """Classes verified from a file are registered in-process; later tests must not see them."""
+    estimators.names()  # loaded before the snapshot
+    saved = dict(estimators._entries)
+    yield
+    estimators._entries.clear()
+    estimators._entries.update(saved)
 
 
 def _plugin(tmp_path):
@@ -131,6 +153,9 @@ def test_wrong_evaluation_count_and_relaxed_points_are_named(tmp_path):
                     "--out", tmp_path / "b")
     assert result.exit_code == 1
     assert "declares relaxed_f = False, but evaluated f at non-discrete points" in result.output
+    result = invoke(f"{path}:Broken", "--task", "toy-quadratic", "--against", "reinforce", "--out", tmp_path / "c")
+    assert result.exit_code == 1
+    assert "toy-quadratic [logits]: the measurement failed: RuntimeError: deliberately broken" in result.output
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
