@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError
-from .registry import compatibility, estimators, resolve_capability, tasks
+from .api import capability
+from .registry import compatibility, estimators, tasks
 from .spec import Spec, parse_spec
 
 ROUNDING_FLOOR = 64  # multiples of ε·‖g‖, as reports.compare's rounding floor
@@ -124,15 +125,6 @@ def load_estimator_file(path: Path, class_name: str) -> type:
                         "boolean parameter such as '!normalize')")
     estimators.register(cls)
     return cls
-
-
-def capability(estimator, key: str) -> Any:
-    """A declared capability of a configured estimator, resolved for its hyperparameters."""
-    from .params import declared_params
-
-    if hasattr(estimator, "capability"):
-        return estimator.capability(key)
-    return resolve_capability(getattr(type(estimator), key), declared_params(type(estimator)), estimator.params_dict())
 
 
 def default_baselines(estimator) -> list[str]:
