@@ -9,8 +9,9 @@ random numbers. Per task and parameter group:
       = √(variance/S) (the reference is exact), p = min(1, 2·(1 − Φ(z))) (valid whatever
       the covariance, by Székely–Bakirov, as in ``compare``), Holm-corrected over the
       estimator's tasks so that ``alpha`` bounds the chance of any false alarm. A bias
-      below ROUNDING_FLOOR·ε·‖g‖ is rounding, never tested.
-  evaluations: f's evaluations per estimate, counted on a probe of PROBE estimates
+      below ROUNDING_FLOOR·ε·‖g‖ is rounding, never tested; identical estimates (zero
+      variance) are biased when off by more than √ε relative.
+  evaluations: f's evaluations per estimate, counted on a probe (gradbench.declarations)
       (points passed to f, or to log p(x, z) for an importance-weighted bound, over the
       estimates), against the declared number.
   relaxed points: whether f was evaluated anywhere but at discrete outcomes (the
@@ -27,8 +28,6 @@ measurement fails on a task the estimator declares it fits.
 
 from __future__ import annotations
 
-import ast
-import copy
 import importlib.util
 import inspect
 import math
@@ -37,15 +36,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import UserError
 from .api import capability
+from .declarations import declared_evaluations, probe
 from .registry import compatibility, estimators, tasks
 from .spec import Spec, parse_spec
 
 ROUNDING_FLOOR = 64  # multiples of ε·‖g‖, as reports.compare's rounding floor
-PROBE = 8  # estimates drawn to count evaluations of f and look for relaxed points
 POWER_Z = 0.8416212335729143  # Φ⁻¹(0.8): "detectable" means detected with 80% probability
 
 
@@ -153,88 +152,6 @@ def exact_task_specs() -> list[Spec]:
             if p.kind == "str" and p.choices:
                 out += [Spec(name, {key: c}) for c in p.choices if c != p.default]
     return out
-
-
-# -- probing: evaluations of f and relaxed points ----------------------------------------------------
-
-class _Counter:
-    def __init__(self):
-        self.rows = {"fn": 0, "joint": 0}
-        self.relaxed = 0
-        self.calls = 0
-
-    def wrap(self, fn: Callable | None, kind: str) -> Callable | None:
-        if fn is None:
-            return None
-
-        def counted(x):
-            import torch
-
-            self.rows[kind] += x.shape[0]
-            self.calls += 1
-            v = x.detach()
-            tol = 1e-6 if v.dtype == torch.float32 else 1e-9
-            if v.is_floating_point() and not bool(((v - v.round()).abs() <= tol * (1 + v.abs())).all()):
-                self.relaxed += 1
-            return fn(x)
-
-        return counted
-
-
-def probe(problem, estimator, seed: int) -> tuple[float, bool]:
-    """(evaluations of f per estimate, whether f saw a non-discrete point) on PROBE estimates."""
-    import dataclasses
-
-    from .engine import View, init_state, per_draw_gradients
-    from .noise import NoiseSource
-
-    counter = _Counter()
-    probed = copy.copy(problem)
-    f = problem.objective
-    probed.objective = dataclasses.replace(f, fn=counter.wrap(f.fn, "fn"), log_joint=counter.wrap(f.log_joint, "joint"))
-    view = View(probed, estimator)
-    state = init_state(view, estimator, seed)
-    p = view.template.params
-    noise = NoiseSource(seed, "verify-probe", p.device, p.dtype).draw_all(estimator.noise(view.template), 0, PROBE)
-    per_draw_gradients(view, estimator, state, noise)
-    return max(counter.rows.values()) / PROBE, counter.relaxed > 0
-
-
-def declared_evaluations(estimator, template) -> int | None:
-    """The declared evaluations per estimate for this configuration on ``template``, or None if not computable."""
-    try:
-        if "dist" in inspect.signature(estimator.n_evaluations).parameters:
-            return int(estimator.n_evaluations(template))
-        return int(estimator.n_evaluations())
-    except (TypeError, ValueError, AttributeError):
-        pass
-    text = estimator.evaluations
-    if isinstance(text, str):  # a formula in K (categories) and D (variables per unit)
-        K = getattr(template, "K", 2)
-        D = math.prod(template.batch_shape[template.units:])
-        return _arithmetic(text.replace("·", "*").replace("×", "*"), {"K": K, "D": D})
-    return None
-
-
-def _arithmetic(text: str, names: dict[str, int]) -> int | None:
-    """Evaluate + - * / // on integers and the given names; None for anything else."""
-    ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.FloorDiv: lambda a, b: a // b, ast.Div: lambda a, b: a / b}
-
-    def ev(node):
-        if isinstance(node, ast.BinOp) and type(node.op) in ops:
-            return ops[type(node.op)](ev(node.left), ev(node.right))
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return node.value
-        if isinstance(node, ast.Name) and node.id in names:
-            return names[node.id]
-        raise ValueError(text)
-
-    try:
-        value = ev(ast.parse(text, mode="eval").body)
-    except (ValueError, SyntaxError, ZeroDivisionError):
-        return None
-    return int(value) if float(value).is_integer() else None
 
 
 # -- results -------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def main() -> int:
     torch.set_num_threads(1)
     out = args.out or tempfile.mkdtemp(prefix="verify_all-")
     names = [n for n in estimators.names() if estimators.info(n).source == "gradbench"]
-    lines, bad = [], 0
+    bad = 0
     print(f"{'estimator':<16} {'declared':<9} {'tasks':>5} {'biased on':>9} {'verdict':<13} {'seconds':>8}  detail")
     for name in names:
         t0 = time.perf_counter()
