@@ -288,11 +288,10 @@ def _configuration(spec: Spec) -> tuple:
 def verify(text: str, options: VerifyOptions = VerifyOptions(), console=None, progress=None) -> Verdict:
     """Measure, judge and store; returns the verdict (``exit_code`` 0 when every declaration holds)."""
     import torch
-    from scipy import stats as sps
 
     from . import __version__
     from .api import measure_fixed
-    from .engine import View, resolve_device
+    from .engine import resolve_device
     from .environment import environment
     from .run import RunOptions
     from .store import create_run_dir, write_metrics, write_sidecar
@@ -333,42 +332,9 @@ def verify(text: str, options: VerifyOptions = VerifyOptions(), console=None, pr
             start = len(rows)
             result = measure_fixed(problem, task, built, run_options, run_id, record, task_sidecar, console, progress)
             sidecar["tasks"][str(tspec)] = task_sidecar
-            target = problem.for_estimator(estimator)
-            view = View(target, estimator)
-            try:
-                counted, relaxed = probe(target, estimator, options.seed)
-            except Exception:  # a broken estimator: its measurement failed too, and says why
-                counted, relaxed = math.nan, False
-            declared_evals = declared_evaluations(estimator, view.template)
-            mine, others = result.measurements[0], result.measurements[1:]
-            eps = torch.finfo(dtype).eps
-            for group, summary in mine.groups.items():
-                check = TaskCheck(str(tspec), group, result.reference.kind, evaluations_declared=declared_evals,
-                                  evaluations_counted=counted, relaxed_points=relaxed, eps=eps)
-                if summary.status != "ok":
-                    check.status, check.message = "failed", summary.message
-                    check.problems.append(f"{tspec} [{group}]: the measurement failed: {summary.message}")
-                    checks.append(check)
-                    continue
-                m = summary.metrics
-                check.bias, check.relative_bias = m["bias_norm"], m["relative_bias"]
-                check.floor, check.reference_norm = m["bias_noise_floor"].value, m["reference_norm"].value
-                check.z = check.bias.value / check.floor if check.floor > 0 else math.inf
-                check.at_rounding = check.bias.value <= ROUNDING_FLOOR * eps * check.reference_norm
-                check.tested = not check.at_rounding and check.reference_norm > 0
-                if check.floor > 0:
-                    check.p = min(1.0, 2 * float(sps.norm.sf(check.z))) if check.tested else 1.0
-                else:  # every estimate identical: no noise, so any bias beyond √ε (relative) is real
-                    check.p = 0.0 if check.tested and check.relative_bias.value > math.sqrt(eps) else 1.0
-                for other in others:
-                    o = other.groups.get(group)
-                    if o is None or o.status != "ok" or problem.for_estimator(other.estimator) is not target:
-                        continue  # a baseline of another objective (VIMCO's bound) has nothing to compare
-                    check.ratios[other.estimator.label] = (
-                        _ratio(m["variance"], o.metrics["variance"]),
-                        _ratio(m["work_normalized_variance"], o.metrics["work_normalized_variance"]))
-                checks.append(check)
-            record(_check_rows(rows[start:], estimator.label, checks[-len(mine.groups):]))
+            new = task_checks(str(tspec), problem, estimator, result, options.seed)
+            checks += new
+            record(_check_rows(rows[start:], estimator.label, new))
         _judge(checks, declared, options.alpha)
         sidecar["status"] = "complete"
     except BaseException as exc:
@@ -385,6 +351,53 @@ def verify(text: str, options: VerifyOptions = VerifyOptions(), console=None, pr
 
     write_card(verdict, run_dir, {"gradbench": __version__, "torch": torch.__version__, "run_id": run_id})
     return verdict
+
+
+def task_checks(task: str, problem, estimator, result, seed: int) -> list[TaskCheck]:
+    """The estimator's figures on one task (one check per parameter group), from the run's measurements.
+
+    result: the RunResult of the estimator (first) and its baselines on ``problem``.
+    """
+    import torch
+    from scipy import stats as sps
+
+    from .engine import View
+
+    target = problem.for_estimator(estimator)
+    try:
+        counted, relaxed = probe(target, estimator, seed)
+    except Exception:  # a broken estimator: its measurement failed too, and says why
+        counted, relaxed = math.nan, False
+    declared = declared_evaluations(estimator, View(target, estimator).template)
+    mine, others = result.measurements[0], result.measurements[1:]
+    eps = torch.finfo(next(iter(target.parameters().values())).dtype).eps
+    checks = []
+    for group, summary in mine.groups.items():
+        check = TaskCheck(task, group, result.reference.kind, evaluations_declared=declared,
+                          evaluations_counted=counted, relaxed_points=relaxed, eps=eps)
+        checks.append(check)
+        if summary.status != "ok":
+            check.status, check.message = "failed", summary.message
+            check.problems.append(f"{task} [{group}]: the measurement failed: {summary.message}")
+            continue
+        m = summary.metrics
+        check.bias, check.relative_bias = m["bias_norm"], m["relative_bias"]
+        check.floor, check.reference_norm = m["bias_noise_floor"].value, m["reference_norm"].value
+        check.z = check.bias.value / check.floor if check.floor > 0 else math.inf
+        check.at_rounding = check.bias.value <= ROUNDING_FLOOR * eps * check.reference_norm
+        check.tested = not check.at_rounding and check.reference_norm > 0
+        if check.floor > 0:
+            check.p = min(1.0, 2 * float(sps.norm.sf(check.z))) if check.tested else 1.0
+        else:  # every estimate identical: no noise, so any bias beyond √ε (relative) is real
+            check.p = 0.0 if check.tested and check.relative_bias.value > math.sqrt(eps) else 1.0
+        for other in others:
+            o = other.groups.get(group)
+            if o is None or o.status != "ok" or problem.for_estimator(other.estimator) is not target:
+                continue  # a baseline of another objective (VIMCO's bound) has nothing to compare
+            check.ratios[other.estimator.label] = (
+                _ratio(m["variance"], o.metrics["variance"]),
+                _ratio(m["work_normalized_variance"], o.metrics["work_normalized_variance"]))
+    return checks
 
 
 def _check_rows(rows: list[dict], label: str, checks: list[TaskCheck]) -> list[dict]:
