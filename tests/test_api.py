@@ -150,3 +150,16 @@ def test_own_model_example_runs_and_compares_three_estimators():
     rows = df.set_index(["estimator_label", "metric"])["value"]
     assert rows["rloo", "bias_norm"] <= BIAS_FLOORS * rows["rloo", "bias_noise_floor"]  # unbiased on the user's model
     assert rows["gst", "relative_bias"] > 0.05 and rows["stgs", "relative_bias"] > 0.05  # relaxed ones are biased here
+
+
+def test_reinforce_loo_reference_with_its_error_bar_when_the_support_is_too_large():
+    logits = torch.zeros(12, 4, dtype=torch.float64)  # 4^12 = 16.8M joint outcomes: no enumeration
+    f = lambda x: (x[..., 0].sum(-1) - 3.0) ** 2  # noqa: E731
+    df = gradbench.measure_gradients("rloo", f, logits, samples=500, reference_samples=20_000)
+    rows = df.set_index("metric")["value"]
+    assert (df["reference"] == "reinforce").all() and (df["reference_samples"] == 20_000).all()
+    assert rows["reference_stderr"] > 0
+    # The reference's own noise widens the bias interval: floor² = variance/S + stderr².
+    assert math.isclose(rows["bias_noise_floor"] ** 2, rows["variance"] / 500 + rows["reference_stderr"] ** 2,
+                        rel_tol=1e-9)
+    assert rows["bias_norm"] <= BIAS_FLOORS * rows["bias_noise_floor"]
