@@ -67,6 +67,12 @@ def test_estimators_in_one_call_share_noise():
     together = gradbench.measure_gradients(["stgs", "reinforce", "rloo"], f, logits, samples=1000)
     pd.testing.assert_frame_equal(_numbers(alone), _numbers(together[together.estimator == "reinforce"]),
                                   check_exact=True)
+    # An Estimator instance is measured as its spec is.
+    from gradbench.registry import estimators
+
+    instance = gradbench.measure_gradients([estimators.build("rloo(m=3)")], f, logits, samples=1000)
+    by_name = gradbench.measure_gradients("rloo(m=3)", f, logits, samples=1000)
+    pd.testing.assert_frame_equal(_numbers(instance), _numbers(by_name), check_exact=True)
 
 
 class Encoder(nn.Module):
