@@ -69,8 +69,10 @@ class UserProblem(Problem):
     """
 
     def __init__(self, family: str, objective: Objective, units: int, logits: Tensor | None = None,
-                 encoder: torch.nn.Module | None = None, inputs: Any = None):
+                 encoder: torch.nn.Module | None = None, inputs: Any = None, relaxed_f: bool = True,
+                 differentiable_f: bool = True):
         self.family, self.objective, self.units = family, objective, units
+        self.relaxed_f, self.differentiable_f = relaxed_f, differentiable_f  # what the user declares of f
         self.logits, self.encoder, self.inputs = logits, encoder, inputs
         if encoder is not None:
             named = dict(encoder.named_parameters())
@@ -136,8 +138,8 @@ def user_problem(objective: Callable, logits: Tensor | None = None, *, family: s
         raise UserError(f"{where} has shape {tuple(logits.shape)}; a {family} needs {shape}")
     if not torch.isfinite(logits).all():
         raise UserError(f"{where} holds NaN or inf; give finite logits")
-    problem = UserProblem(family, Objective(objective, relaxed, differentiable), 0,
-                          logits.detach() if encoder is None else None, encoder, inputs)
+    problem = UserProblem(family, Objective(objective), 0, logits.detach() if encoder is None else None, encoder,
+                          inputs, relaxed, differentiable)
     problem.units = _check_objective(problem, logits.detach())
     return problem
 
@@ -209,9 +211,9 @@ def _view_family(problem: UserProblem, estimator: Estimator) -> str:
         family = "categorical"
     else:
         raise UserError(f"{estimator.name} handles {'/'.join(estimator.families)} variables, not {problem.family}")
-    if capability(estimator, "relaxed_f") and not problem.objective.relaxed:
+    if capability(estimator, "relaxed_f") and not problem.relaxed_f:
         raise UserError(f"{estimator.label} evaluates f at relaxed points, and this objective says relaxed=False")
-    if capability(estimator, "differentiable_f") and not problem.objective.differentiable:
+    if capability(estimator, "differentiable_f") and not problem.differentiable_f:
         raise UserError(f"{estimator.label} needs a differentiable f, and this objective says differentiable=False")
     if estimator.requires:
         raise UserError(f"{estimator.label} needs a task that offers {', '.join(estimator.requires)}, "
@@ -247,8 +249,8 @@ def measure_gradients(estimators: str | Estimator | Sequence[str | Estimator], o
     """
     import pandas as pd
 
-    from .run import RunOptions
-    from .store import SCHEMA
+    from .options import RunOptions
+    from .schema import COLUMNS
 
     options = RunOptions(samples=samples, seed=seed, out=out or "results", engine=engine,
                          device=str(_device_of(logits, encoder)), reference=reference,
@@ -262,7 +264,7 @@ def measure_gradients(estimators: str | Estimator | Sequence[str | Estimator], o
     task = UserTask(name, {"family": family, "shape": list(shape), "units": problem.units,
                            "model": type(encoder).__name__ if encoder is not None else None})
     rows = measure_problem(problem, task, built, families, options, write=out is not None)
-    return pd.DataFrame(rows, columns=SCHEMA.names)
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def _one(problem: Problem) -> dict[str, Tensor]:
@@ -302,17 +304,14 @@ def measure_fixed(problem: Problem, task: Any, built: list[Estimator], options, 
     """
     import torch as _torch
 
-    from . import __version__
     from .run import RunResult, _measure_fixed
+    from .schema import run_columns
 
     params = next(iter(problem.parameters().values()))
-    common = {
-        "run_id": run_id, "created_at": _now(), "gradbench_version": __version__,
-        "torch_version": _torch.__version__, "device": str(params.device),
-        "dtype": str(params.dtype).removeprefix("torch."), "seed": options.seed,
-        "task": task.name, "task_version": task.version, "task_params": task.params_json(),
-        "engine": options.engine, "step": 0, "reference": options.reference, "reference_samples": 0,
-    }
+    common = run_columns(run_id=run_id, created_at=_now(), torch_version=_torch.__version__, device=str(params.device),
+                         dtype=str(params.dtype).removeprefix("torch."), seed=options.seed, task=task.name,
+                         task_version=task.version, task_params=task.params_json(), engine=options.engine,
+                         reference=options.reference)
     result = RunResult(run_id, None, [])
     _measure_fixed(_ProblemTask(problem, task), built, options, params.device, params.dtype, common, record, result,
                    progress, console, sidecar)

@@ -110,6 +110,7 @@ def _run_options(skip: tuple[str, ...]):
 
 
 _FIELD_DEFAULTS = {f.name: f.default for f in cli_fields()}
+_OPTION_HELP = {f.name: f.metadata["help"] for f in cli_fields()}
 
 
 @app.command()
@@ -419,11 +420,12 @@ def verify(
                                         "estimates).")] = "quick",
     alpha: Annotated[float, typer.Option(help="Family-wise false-alarm rate of the 'unbiased' test (Holm over "
                                          "the tasks).")] = 0.01,
-    seed: Annotated[int, typer.Option(help="Seed of all noise; same seed, same numbers.")] = 0,
+    seed: Annotated[int, typer.Option(help=_OPTION_HELP["seed"])] = _FIELD_DEFAULTS["seed"],
     out: Annotated[Path, typer.Option(help="Results folder; the verification adds one run folder (Parquet rows, "
                                       "_verdict.md, _verdict.html).")] = Path("results"),
-    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = "cpu",
-    dtype: Annotated[Optional[str], typer.Option(help="float32 or float64 (default: each task's).")] = None,
+    device: Annotated[str, typer.Option(help=_OPTION_HELP["device"])] = _FIELD_DEFAULTS["device"],
+    dtype: Annotated[Optional[str], typer.Option(help=_OPTION_HELP["dtype"])] = _FIELD_DEFAULTS["dtype"],
+    threads: Annotated[int, typer.Option(help=THREADS.help)] = THREADS.default,
 ):
     """Check an estimator's declarations on every exact fixed task it fits; exit 1 naming any contradiction."""
     from .verify import VerifyOptions, plan
@@ -432,8 +434,10 @@ def verify(
 
     options = VerifyOptions(budget, alpha, seed, str(out), tuple(against) if against is not None else None,
                             tuple(task) if task else None, device, dtype)
+    THREADS.validate(threads)
     plan(spec, options)  # every check before anything is measured or written
-    verdict = run_verify(spec, options, err_console)
+    with threads_set(threads):
+        verdict = run_verify(spec, options, err_console)
     width = console if console.is_terminal else Console(width=200, highlight=False)
     for table in rich_tables(verdict):
         width.print(table)

@@ -44,7 +44,8 @@ class _Counter:
 
 def probe(problem, estimator, seed: int) -> tuple[float, bool]:
     """(evaluations of f per estimate, whether f saw a non-discrete point) on PROBE estimates."""
-    from .engine import View, init_state, per_draw_gradients
+    from .engine import init_state, per_draw_gradients
+    from .view import View
     from .noise import NoiseSource
 
     counter = _Counter()

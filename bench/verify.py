@@ -71,16 +71,18 @@ class VerifyOptions:
     out: str = "results"
     against: tuple[str, ...] | None = None  # None: default_baselines(estimator)
     tasks: tuple[str, ...] | None = None  # None: every exact fixed task; else only these task names
-    device: str = "cpu"
+    device: str = "auto"
     dtype: str | None = None
 
     def check(self) -> None:
+        from .options import check_value
+
         if self.budget not in BUDGETS:
             raise UserError(f"unknown budget {self.budget!r}; choose one of {', '.join(BUDGETS)}")
         if not 0 < self.alpha < 1:
             raise UserError(f"--alpha must be between 0 and 1, got {self.alpha}")
-        if self.dtype is not None and self.dtype not in ("float32", "float64"):
-            raise UserError(f"unknown dtype {self.dtype!r}; choose float32 or float64")
+        for name in ("seed", "device", "dtype"):  # validated as the run options they become
+            check_value(name, getattr(self, name))
 
 
 # -- the estimator under test ---------------------------------------------------------------------
@@ -293,7 +295,7 @@ def verify(text: str, options: VerifyOptions = VerifyOptions(), console=None, pr
     from .api import measure_fixed
     from .engine import resolve_device
     from .environment import environment
-    from .run import RunOptions
+    from .options import RunOptions
     from .store import create_run_dir, write_metrics, write_sidecar
 
     started = time.perf_counter()
@@ -361,7 +363,7 @@ def task_checks(task: str, problem, estimator, result, seed: int) -> list[TaskCh
     import torch
     from scipy import stats as sps
 
-    from .engine import View
+    from .view import View
 
     target = problem.for_estimator(estimator)
     try:
@@ -400,18 +402,24 @@ def task_checks(task: str, problem, estimator, result, seed: int) -> list[TaskCh
     return checks
 
 
+_METRIC_COLUMNS = ("param_group", "n_estimates", "metric", "value", "ci_low", "ci_high", "status", "message")
+
+
 def _check_rows(rows: list[dict], label: str, checks: list[TaskCheck]) -> list[dict]:
     """Counted and declared evaluations as extra metric rows (no interval) next to the estimator's own rows."""
+    from .schema import metric_row
+
     out = []
     for check in checks:
         head = next((r for r in rows if r["estimator_label"] == label and r["param_group"] == check.group), None)
         if head is None:
             continue
+        base = {k: v for k, v in head.items() if k not in _METRIC_COLUMNS}
         for metric, value in (("evaluations_counted", check.evaluations_counted),
                               ("evaluations_declared", check.evaluations_declared),
                               ("relaxed_points", float(check.relaxed_points))):
-            out.append(dict(head, metric=metric, value=math.nan if value is None else float(value),
-                            ci_low=math.nan, ci_high=math.nan))
+            out.append(metric_row(base, metric, math.nan if value is None else float(value), param_group=check.group,
+                                  n_estimates=head["n_estimates"]))
     return out
 
 

@@ -11,6 +11,7 @@ import html
 import math
 from pathlib import Path
 
+from .numbers import format_number
 from .store import _atomic_write
 
 # Underscored: pandas.read_parquet(results folder) skips them, as it skips the sidecar.
@@ -23,22 +24,14 @@ th { background: #f6f6f6; } td:first-child, th:first-child { text-align: left; }
 """
 
 
-def _num(x: float | None) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if math.isinf(x):
-        return "inf"
-    return f"{x:.3g}" if x == 0 or 1e-3 <= abs(x) < 1e4 else f"{x:.2e}"
-
-
 def _interval(metric) -> str:
     if metric is None:
         return "–"
-    return f"{_num(metric.value)} [{_num(metric.ci_low)}, {_num(metric.ci_high)}]"
+    return f"{format_number(metric.value)} [{format_number(metric.ci_low)}, {format_number(metric.ci_high)}]"
 
 
 def _ratio(r) -> str:
-    return f"{_num(r.value)} [{_num(r.low)}, {_num(r.high)}]" if r is not None else "–"
+    return f"{format_number(r.value)} [{format_number(r.low)}, {format_number(r.high)}]" if r is not None else "–"
 
 
 def bias_table(verdict) -> tuple[list[str], list[list[str]]]:
@@ -52,8 +45,8 @@ def bias_table(verdict) -> tuple[list[str], list[list[str]]]:
             continue
         detected = ("at rounding floor" if c.at_rounding else "detected" if c.bias_detected else "not detected")
         declared = "?" if c.evaluations_declared is None else str(c.evaluations_declared)
-        body.append([c.task, c.group, _interval(c.bias), _interval(c.relative_bias), _num(c.detectable),
-                     _num(c.p_holm) if c.tested else "–", detected, f"{_num(c.evaluations_counted)} / {declared}",
+        body.append([c.task, c.group, _interval(c.bias), _interval(c.relative_bias), format_number(c.detectable),
+                     format_number(c.p_holm) if c.tested else "–", detected, f"{format_number(c.evaluations_counted)} / {declared}",
                      "yes" if c.relaxed_points else "no", "contradicted" if c.problems else "holds"])
     return head, body
 
@@ -83,8 +76,8 @@ def summary_lines(verdict) -> list[str]:
         f"false-alarm rate {verdict.alpha}.",
     ]
     if detectable:
-        lines.append(f"Resolution: relative biases from {_num(min(detectable))} (easiest task) to "
-                     f"{_num(max(detectable))} (hardest) are detected with 80% probability ('detectable').")
+        lines.append(f"Resolution: relative biases from {format_number(min(detectable))} (easiest task) to "
+                     f"{format_number(max(detectable))} (hardest) are detected with 80% probability ('detectable').")
     if verdict.skipped:
         names = dict.fromkeys(s.split(":")[0].split("(")[0] for s in verdict.skipped)
         lines.append(f"Not run, as the estimator does not fit them: {', '.join(names)}.")

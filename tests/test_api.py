@@ -18,7 +18,8 @@ from torch import nn
 import gradbench
 from gradbench import store
 from gradbench.errors import UserError
-from gradbench.run import RunOptions, execute, prepare
+from gradbench.options import RunOptions
+from gradbench.run import execute, prepare
 from gradbench.tasks.toy import DEFAULT_LOGITS, DEFAULT_TARGET
 
 from conftest import BIAS_FLOORS

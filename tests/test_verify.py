@@ -187,7 +187,8 @@ def test_built_in_verdicts_agree_with_declarations(tmp_path):
 
 def test_verify_rows_are_gradbench_runs_numbers(tmp_path):
     """Same seed, same bits: verify measures as `gradbench run` does with its budget's options."""
-    from gradbench.run import RunOptions, execute, prepare
+    from gradbench.options import RunOptions
+    from gradbench.run import execute, prepare
     from gradbench.verify import BUDGETS
 
     result = invoke("reinforce-ema", "--task", "toy-latent", "--against", "rloo(m=2)", "--seed", 3,
