@@ -193,16 +193,6 @@ def _as_estimators(estimators: Any) -> list[Estimator]:
     return built
 
 
-def capability(estimator: Estimator, key: str) -> Any:
-    """A declared capability of a configured estimator, resolved for its hyperparameters."""
-    from .params import declared_params
-    from .registry import resolve_capability
-
-    if hasattr(estimator, "capability"):
-        return estimator.capability(key)
-    return resolve_capability(getattr(type(estimator), key), declared_params(type(estimator)), estimator.params_dict())
-
-
 def _view_family(problem: UserProblem, estimator: Estimator) -> str:
     """The family the estimator will see, or a one-line error when it cannot run here."""
     if problem.family in estimator.families or "*" in estimator.families:
@@ -211,9 +201,9 @@ def _view_family(problem: UserProblem, estimator: Estimator) -> str:
         family = "categorical"
     else:
         raise UserError(f"{estimator.name} handles {'/'.join(estimator.families)} variables, not {problem.family}")
-    if capability(estimator, "relaxed_f") and not problem.relaxed_f:
+    if estimator.capability("relaxed_f") and not problem.relaxed_f:
         raise UserError(f"{estimator.label} evaluates f at relaxed points, and this objective says relaxed=False")
-    if capability(estimator, "differentiable_f") and not problem.differentiable_f:
+    if estimator.capability("differentiable_f") and not problem.differentiable_f:
         raise UserError(f"{estimator.label} needs a differentiable f, and this objective says differentiable=False")
     if estimator.requires:
         raise UserError(f"{estimator.label} needs a task that offers {', '.join(estimator.requires)}, "

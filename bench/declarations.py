@@ -8,11 +8,8 @@ any of its values is not an integer (one-hot, 0/1 and count outcomes all are).
 
 from __future__ import annotations
 
-import ast
 import copy
 import dataclasses
-import inspect
-import math
 from typing import Callable
 
 PROBE = 8  # estimates drawn to count evaluations of f and look for relaxed points
@@ -61,37 +58,11 @@ def probe(problem, estimator, seed: int) -> tuple[float, bool]:
 
 
 def declared_evaluations(estimator, template) -> int | None:
-    """The declared evaluations per estimate for this configuration on ``template``, or None if not computable."""
+    """The declared evaluations per estimate of this configuration on ``template`` (PerCategory needs it).
+
+    None when the declaration cannot be evaluated there (a broken plugin: its measurement says why).
+    """
     try:
-        if "dist" in inspect.signature(estimator.n_evaluations).parameters:
-            return int(estimator.n_evaluations(template))
-        return int(estimator.n_evaluations())
-    except (TypeError, ValueError, AttributeError):
-        pass
-    text = estimator.evaluations
-    if isinstance(text, str):  # a formula in K (categories) and D (variables per unit)
-        K = getattr(template, "K", 2)
-        D = math.prod(template.batch_shape[template.units:])
-        return _arithmetic(text.replace("·", "*").replace("×", "*"), {"K": K, "D": D})
-    return None
-
-
-def _arithmetic(text: str, names: dict[str, int]) -> int | None:
-    """Evaluate + - * / // on integers and the given names; None for anything else."""
-    ops = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.FloorDiv: lambda a, b: a // b, ast.Div: lambda a, b: a / b}
-
-    def ev(node):
-        if isinstance(node, ast.BinOp) and type(node.op) in ops:
-            return ops[type(node.op)](ev(node.left), ev(node.right))
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return node.value
-        if isinstance(node, ast.Name) and node.id in names:
-            return names[node.id]
-        raise ValueError(text)
-
-    try:
-        value = ev(ast.parse(text, mode="eval").body)
-    except (ValueError, SyntaxError, ZeroDivisionError):
+        return int(estimator.n_evaluations(template))
+    except Exception:
         return None
-    return int(value) if float(value).is_integer() else None

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .api import capability
 from .declarations import declared_evaluations, probe
 from .registry import compatibility, estimators, tasks
 from .spec import Spec, parse_spec
@@ -121,9 +120,12 @@ def load_estimator_file(path: Path, class_name: str) -> type:
         raise UserError(f"{path} has no class {class_name!r}{did_you_mean(class_name, classes)}")
     if not (isinstance(cls, type) and issubclass(cls, Estimator)) or inspect.isabstract(cls):
         raise UserError(f"{path}:{class_name} is not a concrete gradbench Estimator subclass")
-    if not isinstance(getattr(cls, "name", None), str) or not isinstance(getattr(cls, "unbiased", None), (bool, str)):
-        raise UserError(f"{path}:{class_name} must declare a string 'name' and 'unbiased' (True, False or a "
-                        "boolean parameter such as '!normalize')")
+    from .capabilities import FromParam
+
+    if not isinstance(getattr(cls, "name", None), str) or not isinstance(getattr(cls, "unbiased", None),
+                                                                         (bool, FromParam)):
+        raise UserError(f"{path}:{class_name} must declare a string 'name' and 'unbiased' (True, False or "
+                        "FromParam('a boolean parameter'))")
     estimators.register(cls)
     return cls
 
@@ -135,7 +137,7 @@ def default_baselines(estimator) -> list[str]:
     except (TypeError, ValueError):  # evaluations that depend on the task (K·D + 1)
         evaluations = 2
     out = ["reinforce", f"rloo(m={max(2, evaluations)})"]
-    if capability(estimator, "differentiable_f"):
+    if estimator.capability("differentiable_f"):
         out += ["stgs", "gst"]
     return out
 
@@ -303,7 +305,7 @@ def verify(text: str, options: VerifyOptions = VerifyOptions(), console=None, pr
     budget = BUDGETS[options.budget]
     device = resolve_device(options.device)
     estimator = estimators.build(spec)
-    declared = {k: capability(estimator, k) for k in estimator._capability_fields}
+    declared = {k: estimator.capability(k) for k in estimator._capability_fields}
     declared = {k: v if isinstance(v, (bool, int, float, list, tuple, type(None))) else str(v)
                 for k, v in declared.items()}  # typed capabilities (K·D + 1) as their text
     run_options = RunOptions(samples=budget.samples, seed=options.seed, out=options.out, device=str(device),

@@ -24,6 +24,7 @@ PLUGIN = '''
 from dataclasses import dataclass
 
 from gradbench import Estimator, NoiseSpec, Surrogate, param
+from gradbench.capabilities import FromParam
 
 
 def _estimate(dist, f, noise, m, leave_one_out):
@@ -45,7 +46,7 @@ class SelfBaseline(Estimator):
     name = "self-baseline"
     unbiased = True
     families = ("*",)
-    evaluations = "m"
+    evaluations = FromParam("m")
     m: int = param(4, "draws per estimate", ge=2)
 
     def noise(self, dist):
