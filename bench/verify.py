@@ -114,7 +114,7 @@ def load_estimator_file(path: Path, class_name: str) -> type:
         raise UserError(f"importing {path} failed: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     cls = getattr(module, class_name, None)
     if cls is None:
-        from .registry import did_you_mean
+        from .errors import did_you_mean
 
         classes = [n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, Estimator)]
         raise UserError(f"{path} has no class {class_name!r}{did_you_mean(class_name, classes)}")
@@ -262,7 +262,7 @@ def plan(text: str, options: VerifyOptions) -> tuple[Spec, list[Spec], list[tupl
     available = exact_task_specs()
     for name in options.tasks or ():
         if name not in {t.name for t in available}:
-            from .registry import did_you_mean
+            from .errors import did_you_mean
 
             names = sorted({t.name for t in available})
             raise UserError(f"--task {name!r} is not a fixed task with an exact gradient"
