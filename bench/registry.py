@@ -40,6 +40,8 @@ BUILTIN_MODULES = {
         "gradbench.estimators.rebar",
         "gradbench.estimators.indecater",
         "gradbench.estimators.gengs",
+        "gradbench.estimators.reinmax",
+        "gradbench.estimators.zgr",
     ],
     "task": [
         "gradbench.tasks.toy",
