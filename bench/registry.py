@@ -42,6 +42,8 @@ BUILTIN_MODULES = {
         "gradbench.estimators.gengs",
         "gradbench.estimators.reinmax",
         "gradbench.estimators.zgr",
+        "gradbench.estimators.unordered_set",
+        "gradbench.estimators.sum_and_sample",
     ],
     "task": [
         "gradbench.tasks.toy",
