@@ -1,0 +1,171 @@
+"""The 2019–2023 frontier estimators against exact gradients.
+
+ReinMax and ZGR are deterministic given the sample D, so their expectation is
+computed exactly by enumerating D (no statistics): both are exact for every f that
+is quadratic in each variable, and ReinMax at τ = 1 is ZGR draw for draw. The
+unbiased ones (unordered-set, sum-and-sample) are exact at k = K and otherwise
+checked statistically. Policy: fixed seeds, bias within BIAS_FLOORS = 4 noise floors
+(false alarm ≤ 6.3e-5 per check, tests/conftest.py).
+"""
+
+import itertools
+
+import pytest
+import torch
+
+from conftest import BIAS_FLOORS, bias_ok, measure_spec, problem_of
+from gradbench.contract import Problem
+from gradbench.engine import MeasureConfig, View, measure, per_draw_gradients
+from gradbench.families.categorical import Categorical, Objective
+from gradbench.noise import NoiseSource
+from gradbench.references import resolve_reference
+from gradbench.registry import estimators
+
+Q4 = "toy-quadratic(logits=[0.5, -0.3, 1.0, 0.0], target=[0.1, 0.5, 0.2, 0.2])"
+SINE = "toy-bernoulli(objective='sine', logits=[0.5, -1.0, 0.0, 1.5])"
+
+
+class CoupledProblem(Problem):
+    """Two categorical variables (K = 3) with f coupling them: f(x) = x₁ᵀAx₂ + Σ_v x_vᵀB_v x_v + cᵀx₁ (+ a cubic).
+
+    Quadratic in each variable with the other fixed (``cubic=0``); ``cubic`` adds
+    (Σ_k k·x₁ₖ)³, which is not. Exact gradient by enumerating the 9 outcomes.
+    """
+
+    family = "categorical"
+
+    def __init__(self, cubic: float = 0.0):
+        g = torch.Generator().manual_seed(5)
+        rand = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+        self.logits = rand(2, 3)
+        a, b, c = rand(3, 3), rand(2, 3, 3), rand(3)
+        ks = torch.arange(3, dtype=torch.float64)
+
+        def fn(x):  # x [N, 2, 3] -> [N]
+            x1, x2 = x[:, 0], x[:, 1]
+            quad = torch.einsum("nk,vkl,nl->n", x1, b[:1], x1) + torch.einsum("nk,kl,nl->n", x2, b[1], x2)
+            return torch.einsum("nk,kl,nl->n", x1, a, x2) + quad + x1 @ c + cubic * (x1 @ ks) ** 3
+
+        self.objective = Objective(fn)
+
+    def parameters(self):
+        return {"logits": self.logits}
+
+    def distribution(self, params):
+        return Categorical(params["logits"])
+
+
+def _expected_by_enumeration(problem, spec):
+    """E ĝ for an estimator that is deterministic given D: Σ_D p(D)·ĝ(D), with noise forcing each D."""
+    estimator = estimators.build(spec)
+    view = View(problem, estimator)
+    logits = problem.parameters()["logits"]
+    probs = torch.softmax(logits, -1)
+    total = torch.zeros(logits.numel(), dtype=logits.dtype)
+    for outcome in itertools.product(range(3), repeat=logits.shape[0]):
+        noise = torch.full((1, *logits.shape), -50.0, dtype=logits.dtype)
+        weight = 1.0
+        for v, k in enumerate(outcome):
+            noise[0, v, k] = 50.0  # Gumbel noise whose argmax is category k
+            weight *= float(probs[v, k])
+        total += weight * per_draw_gradients(view, estimator, None, {"sample": noise})["logits"][0]
+    return total
+
+
+@pytest.mark.parametrize("spec", ["reinmax", "zgr"])
+def test_exact_in_expectation_for_every_quadratic(spec):
+    problem = CoupledProblem()
+    exact = resolve_reference(problem, "exact", 0, 0).gradient["logits"]
+    torch.testing.assert_close(_expected_by_enumeration(problem, spec), exact, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("spec", ["reinmax(tau=0.5)", "reinmax(tau=2.0)", "st", "stgs", "gst"])
+def test_the_quadratic_exactness_is_specific(spec):
+    """ST, and ReinMax away from τ = 1 (π₁ off the midpoint), are biased on the same quadratic."""
+    problem = CoupledProblem()
+    exact = resolve_reference(problem, "exact", 0, 0).gradient["logits"]
+    if spec in ("stgs", "gst"):  # not deterministic given D: measure instead of enumerating
+        result = measure(problem, estimators.build(spec), {"logits": exact}, MeasureConfig(50_000, 2))
+        summary = result.groups["logits"]
+        assert summary.metrics["bias_norm"].value > BIAS_FLOORS * summary.metrics["bias_noise_floor"].value
+        return
+    error = (_expected_by_enumeration(problem, spec) - exact).norm()
+    assert error > 1e-2 * exact.norm()
+
+
+@pytest.mark.parametrize("spec", ["reinmax", "zgr"])
+def test_not_exact_beyond_quadratic(spec):
+    problem = CoupledProblem(cubic=0.3)
+    exact = resolve_reference(problem, "exact", 0, 0).gradient["logits"]
+    assert (_expected_by_enumeration(problem, spec) - exact).norm() > 1e-2 * exact.norm()
+
+
+def test_reinmax_at_tau_one_is_zgr_draw_for_draw():
+    """2·J((π+D)/2) − ½·J(π) = ½·J(π) + ½·(D − π)(D − π)ᵀ, and ∇log p(D) = D − π: the same estimate."""
+    for task in ("toy-quadratic", "toy-latent", SINE):
+        problem = problem_of(task)
+        grads = {}
+        for spec in ("reinmax", "zgr"):
+            estimator = estimators.build(spec)
+            view = View(problem, estimator)
+            noise = NoiseSource(0, "test").draw_all(estimator.noise(view.template), 0, 64)
+            grads[spec] = per_draw_gradients(view, estimator, None, noise)["logits"]
+        torch.testing.assert_close(grads["reinmax"], grads["zgr"], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("spec", ["reinmax", "zgr"])
+def test_bias_is_measured_where_f_is_not_quadratic(spec):
+    """On the sine the bias is far above the noise floor; on the quadratic toy it is within it."""
+    result, _ = measure_spec(SINE, spec, samples=20_000, seed=1)
+    summary = result.groups["logits"]
+    assert summary.metrics["relative_bias"].value > 0.1
+    result, _ = measure_spec("toy-quadratic", spec, samples=20_000, seed=1)
+    assert bias_ok(result.groups["logits"])
+
+
+@pytest.mark.parametrize("spec", ["unordered-set(k=4)", "unordered-set(k=4, baseline=False)", "sum-and-sample(k=4)"])
+def test_k_equal_to_the_number_of_categories_is_the_exact_gradient(spec):
+    result, reference = measure_spec(Q4, spec, samples=200, seed=0)
+    summary = result.groups["logits"]
+    assert summary.metrics["variance"].value < 1e-12 * float(summary.mean @ summary.mean)  # rounding only
+    torch.testing.assert_close(summary.mean, reference.gradient["logits"], rtol=1e-10, atol=1e-14)
+
+
+def test_sum_and_sample_with_nothing_summed_is_reinforce():
+    problem = problem_of("toy-quadratic")
+    grads = []
+    for spec in ("sum-and-sample(k=0)", "reinforce"):
+        estimator = estimators.build(spec)
+        view = View(problem, estimator)
+        noise = NoiseSource(0, "test").draw_all(estimator.noise(view.template), 0, 64)
+        grads.append(per_draw_gradients(view, estimator, None, noise)["logits"])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("spec", ["unordered-set(k=2)", "unordered-set(k=2, baseline=False)", "sum-and-sample(k=1)"])
+def test_unbiased_on_coupled_variables(spec):
+    """Per-variable sets with the other variable at the exact sample: still unbiased when f couples them."""
+    problem = CoupledProblem(cubic=0.3)
+    exact = resolve_reference(problem, "exact", 0, 0).gradient
+    result = measure(problem, estimators.build(spec), exact, MeasureConfig(50_000, 3))
+    assert bias_ok(result.groups["logits"])
+
+
+def test_the_baseline_and_the_sum_reduce_variance():
+    """The papers' point, on toy-quadratic (K = 10): more summed/sampled categories, less variance."""
+    var = {s: measure_spec("toy-quadratic", s, samples=20_000, seed=4)[0].groups["logits"].metrics["variance"].value
+           for s in ("reinforce", "sum-and-sample(k=1)", "sum-and-sample(k=3)", "unordered-set(k=3, baseline=False)",
+                     "unordered-set(k=3)", "rloo(m=3)")}
+    assert var["sum-and-sample(k=3)"] < var["sum-and-sample(k=1)"] < var["reinforce"]
+    assert var["unordered-set(k=3)"] < var["unordered-set(k=3, baseline=False)"]
+    assert var["unordered-set(k=3)"] < var["rloo(m=3)"]  # without replacement beats with, at equal evaluations
+
+
+def test_evaluations_are_counted_per_variable():
+    view = View(problem_of("toy-bernoulli(dim=7)"), estimators.build("unordered-set"))
+    assert estimators.build("unordered-set(k=2)").n_evaluations(view.template) == 2 * 7 + 1
+    assert estimators.build("unordered-set(k=4)").n_evaluations(view.template) == 2 * 7 + 1  # k capped at K = 2
+    assert estimators.build("sum-and-sample(k=1)").n_evaluations(view.template) == 2 * 7 + 1
+    view = View(problem_of("toy-quadratic"), estimators.build("sum-and-sample"))
+    assert estimators.build("sum-and-sample(k=3)").n_evaluations(view.template) == 4 + 1
+    assert estimators.build("sum-and-sample(k=10)").n_evaluations(view.template) == 10 + 1
