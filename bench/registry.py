@@ -48,6 +48,7 @@ BUILTIN_MODULES = {
     "task": [
         "gradbench.tasks.toy",
         "gradbench.tasks.toy_latent",
+        "gradbench.tasks.poly",
         "gradbench.tasks.counts",
         "gradbench.tasks.mnist_vae.task",
         "gradbench.tasks.listops.task",
