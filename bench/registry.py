@@ -44,6 +44,7 @@ BUILTIN_MODULES = {
         "gradbench.estimators.zgr",
         "gradbench.estimators.unordered_set",
         "gradbench.estimators.sum_and_sample",
+        "gradbench.estimators.arms",
     ],
     "task": [
         "gradbench.tasks.toy",

@@ -169,3 +169,25 @@ def test_evaluations_are_counted_per_variable():
     view = View(problem_of("toy-quadratic"), estimators.build("sum-and-sample"))
     assert estimators.build("sum-and-sample(k=3)").n_evaluations(view.template) == 4 + 1
     assert estimators.build("sum-and-sample(k=10)").n_evaluations(view.template) == 10 + 1
+
+
+def test_arms_with_two_samples_is_disarm_draw_for_draw():
+    """Dirichlet(1, 1) from exponentials (u, 1 − u) gives the antithetic pair (u, 1 − u) of DisARM."""
+    problem = problem_of(SINE)
+    u = torch.rand(32, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grads = {}
+    for spec, noise in (("arms(k=2)", {"copula": torch.stack([u, 1 - u], 1)}), ("disarm", {"sample": u})):
+        estimator = estimators.build(spec)
+        grads[spec] = per_draw_gradients(View(problem, estimator), estimator, None, noise)["logits"]
+    torch.testing.assert_close(grads["arms(k=2)"], grads["disarm"], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("task", ["toy-bernoulli", SINE, "toy-bernoulli(logits=[-3.0, 2.5, 0.1], target=0.3)"])
+def test_arms_beats_rloo_at_equal_evaluations(task):
+    """The copula's negative correlation lowers the variance of leave-one-out REINFORCE (the paper's claim).
+
+    Measured margins at these seeds: 4 % to 20 % lower; the test asks only for lower.
+    """
+    var = {s: measure_spec(task, s, samples=50_000, seed=1)[0].groups["logits"].metrics["variance"].value
+           for s in ("arms(k=4)", "rloo(m=4)")}
+    assert var["arms(k=4)"] < var["rloo(m=4)"]
