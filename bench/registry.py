@@ -45,6 +45,7 @@ BUILTIN_MODULES = {
         "gradbench.estimators.unordered_set",
         "gradbench.estimators.sum_and_sample",
         "gradbench.estimators.arms",
+        "gradbench.estimators.double_cv",
     ],
     "task": [
         "gradbench.tasks.toy",

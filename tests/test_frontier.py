@@ -191,3 +191,27 @@ def test_arms_beats_rloo_at_equal_evaluations(task):
     var = {s: measure_spec(task, s, samples=50_000, seed=1)[0].groups["logits"].metrics["variance"].value
            for s in ("arms(k=4)", "rloo(m=4)")}
     assert var["arms(k=4)"] < var["rloo(m=4)"]
+
+
+def test_double_cv_without_adaptation_is_rloo_draw_for_draw():
+    """α = 0 leaves leave-one-out REINFORCE; both ask for the same noise ("samples", k uniforms), so the draws agree."""
+    problem = problem_of(SINE)
+    grads = {}
+    for spec in ("double-cv(adapt=False)", "rloo(m=4)"):
+        estimator = estimators.build(spec)
+        view = View(problem, estimator)
+        state = estimator.init(view.template, torch.Generator())
+        noise = NoiseSource(0, "test").draw_all(estimator.noise(view.template), 0, 64)
+        grads[spec] = per_draw_gradients(view, estimator, state, noise)["logits"]
+    torch.testing.assert_close(grads["double-cv(adapt=False)"], grads["rloo(m=4)"], rtol=1e-12, atol=1e-14)
+
+
+def test_double_cv_adapted_is_unbiased_and_cuts_variance_on_the_sine():
+    """After 500 adaptation steps (α by Adam, lr 0.05) the estimate stays unbiased and its variance drops.
+
+    Measured at this seed: 0.024 against RLOO(4)'s 0.92; the test asks for a factor 4.
+    """
+    adapted, _ = measure_spec(SINE, "double-cv(lr=0.05)", samples=20_000, seed=1, warmup=500)
+    plain, _ = measure_spec(SINE, "rloo(m=4)", samples=20_000, seed=1)
+    assert bias_ok(adapted.groups["logits"])
+    assert adapted.groups["logits"].metrics["variance"].value < plain.groups["logits"].metrics["variance"].value / 4
