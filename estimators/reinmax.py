@@ -58,8 +58,9 @@ class ReinMax(Estimator):
     name = "reinmax"
     unbiased = False
     differentiable_f = True
-    tau: float = param(1.0, "temperature τ of softmax(θ/τ) in π₁ = (softmax(θ/τ) + D)/2; the paper "
-                            "uses τ ≥ 1 (its code refuses < 1); 1 makes π₁ the midpoint", gt=0.0)
+    tau: float = param(1.0, "temperature τ in π₁ = (softmax(θ/τ) + D)/2; 1 makes π₁ the midpoint (exact for "
+                            "quadratic f); the paper uses τ ≥ 1 and its code refuses τ < 1; here τ < 1 runs, "
+                            "π₁ moves towards the mode and the estimate is biased even for quadratic f", gt=0.0)
 
     def surrogate(self, dist, f, noise, state):
         hard = dist.sample(noise["sample"])
