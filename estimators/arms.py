@@ -3,7 +3,8 @@
 For each binary variable, k uniforms u_1..u_k come from the Dirichlet copula: with
 d ~ Dirichlet(1, …, 1) (k exponentials normalised), u_i = 1 − (1 − d_i)^{k−1} is
 uniform on (0, 1) for every i, and the k draws b_i = 1[u_i < p], p = σ(θ), are exact
-samples that are negatively correlated. REINFORCE leave-one-out over dependent
+samples that are negatively correlated (for p < ½ the mirrored b_i = 1[1 − u_i < p],
+whose correlation is the more negative there, as in the authors' code). REINFORCE leave-one-out over dependent
 samples is biased by the cross terms E[f(b_j)·(b_i − p)], which (b_i being binary)
 equal ρ·E[f(b_j)·(b_j − p)], ρ the correlation of two draws of the same variable.
 Dividing by (1 − ρ) removes it:
@@ -13,8 +14,10 @@ Dividing by (1 − ρ) removes it:
 unbiased, k evaluations of f. ρ has a closed form: d_i < a with a = 1 − (1 − p)^{1/(k−1)}
 is b_i = 1, and for the uniform distribution on the simplex P(d_i > x, d_j > y) =
 (1 − x − y)₊^{k−1}, so P(b_i = b_j = 1) = 2p − 1 + (1 − 2a)₊^{k−1} and
-ρ = (P(b_i = b_j = 1) − p²)/(p(1 − p)). With k = 2 the copula is the antithetic pair
-(u, 1 − u) and ARMS is DisARM draw for draw (tests/test_frontier.py).
+ρ = (P(b_i = b_j = 1) − p²)/(p(1 − p)); mirrored, P(b_i = b_j = 1) = (2p^{1/(k−1)} − 1)₊^{k−1}. With k = 2 the copula is the antithetic pair
+(u, 1 − u) and, where no variable is mirrored (every p ≥ ½), ARMS is DisARM draw for
+draw (tests/test_frontier.py); mirroring some variables only pairs the joint samples
+differently.
 """
 
 from __future__ import annotations
@@ -39,10 +42,18 @@ def dirichlet_copula(exponentials: Tensor, k: int) -> Tensor:
 
 
 def copula_correlation(p: Tensor, k: int) -> Tensor:
-    """Correlation of two draws 1[u_i < p], 1[u_j < p] under the Dirichlet copula of k uniforms."""
+    """Correlation of two draws of one variable under the Dirichlet copula of k uniforms:
+    1[u_i < p] for p ≥ ½, the mirrored 1[1 − u_i < p] for p < ½ (see :func:`copula_samples`)."""
     a = -torch.expm1(torch.log1p(-p) / (k - 1))  # 1 − (1 − p)^{1/(k−1)}
-    both = 2 * p - 1 + torch.clamp(1 - 2 * a, min=0) ** (k - 1)
+    direct = 2 * p - 1 + torch.clamp(1 - 2 * a, min=0) ** (k - 1)
+    mirrored = torch.clamp(2 * p ** (1 / (k - 1)) - 1, min=0) ** (k - 1)
+    both = torch.where(p < 0.5, mirrored, direct)
     return (both - p * p) / (p * (1 - p))
+
+
+def copula_samples(u: Tensor, p: Tensor) -> Tensor:
+    """Exact, antithetic samples ``[k, n, *batch]`` from copula uniforms ``u`` and probabilities ``p``."""
+    return torch.where(p < 0.5, (1 - u) < p, u < p).to(p.dtype)
 
 
 @estimators.register
@@ -64,7 +75,7 @@ class ARMS(Estimator):
         u = dirichlet_copula(noise["copula"].movedim(1, 0), self.k)  # [k, n, *batch]
         theta = dist.params
         p = torch.sigmoid(theta.detach())
-        b = (u < p).to(theta.dtype)
+        b = copula_samples(u, p)
         fb = f(b, lead=1)  # [k, n, *units]
         centred = per_variable(fb - fb.mean(0, keepdim=True), dist)
         grad = (centred * (b - p)).sum(0) / ((self.k - 1) * (1 - copula_correlation(p, self.k)))

@@ -172,8 +172,12 @@ def test_evaluations_are_counted_per_variable():
 
 
 def test_arms_with_two_samples_is_disarm_draw_for_draw():
-    """Dirichlet(1, 1) from exponentials (u, 1 − u) gives the antithetic pair (u, 1 − u) of DisARM."""
-    problem = problem_of(SINE)
+    """Dirichlet(1, 1) from exponentials (u, 1 − u) gives the antithetic pair (u, 1 − u) of DisARM.
+
+    With every p ≥ ½ (no mirrored variable; mirroring some variables but not others pairs
+    the joint samples differently from DisARM, another unbiased antithetic coupling).
+    """
+    problem = problem_of("toy-bernoulli(objective='sine', logits=[0.5, 1.0, 0.0, 1.5])")
     u = torch.rand(32, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     grads = {}
     for spec, noise in (("arms(k=2)", {"copula": torch.stack([u, 1 - u], 1)}), ("disarm", {"sample": u})):
