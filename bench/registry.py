@@ -46,6 +46,7 @@ BUILTIN_MODULES = {
         "gradbench.estimators.sum_and_sample",
         "gradbench.estimators.arms",
         "gradbench.estimators.double_cv",
+        "gradbench.estimators.rodeo",
     ],
     "task": [
         "gradbench.tasks.toy",

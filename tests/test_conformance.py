@@ -99,10 +99,11 @@ def test_same_seed_same_numbers(task_spec, est_spec):
 UNBIASED = [p for p in PAIRS if is_unbiased(p.values[1])]
 # Fewer estimates where each costs many evaluations of f (IndeCateR: K·D + 1, K up to ~60 on
 # the count views; unordered-set and sum-and-sample: k or k + 1 per variable, 128 variables on
-# poly) or trains a control variate per step (REBAR, RELAX). The check stays a
+# poly) or trains a control variate per step (REBAR, RELAX, RODEO, Double-CV). The check stays a
 # valid test at any size (the floor is estimated from the same draws); these estimators'
 # variance is low enough that it still resolves biases of a few per cent.
-SAMPLES = {"indecater": 5_000, "rebar": 20_000, "relax": 20_000, "unordered-set": 5_000, "sum-and-sample": 5_000}
+SAMPLES = {"indecater": 5_000, "rebar": 20_000, "relax": 20_000, "unordered-set": 5_000, "sum-and-sample": 5_000,
+           "rodeo": 20_000, "double-cv": 20_000}
 
 
 @pytest.mark.parametrize("task_spec, est_spec", UNBIASED)

@@ -219,3 +219,30 @@ def test_double_cv_adapted_is_unbiased_and_cuts_variance_on_the_sine():
     plain, _ = measure_spec(SINE, "rloo(m=4)", samples=20_000, seed=1)
     assert bias_ok(adapted.groups["logits"])
     assert adapted.groups["logits"].metrics["variance"].value < plain.groups["logits"].metrics["variance"].value / 4
+
+
+def test_rodeo_without_adaptation_is_rloo_draw_for_draw():
+    """α = β = 0 leaves leave-one-out REINFORCE with the same k uniforms."""
+    problem = problem_of(SINE)
+    grads = {}
+    for spec in ("rodeo(adapt=False)", "rloo(m=2)"):
+        estimator = estimators.build(spec)
+        view = View(problem, estimator)
+        state = estimator.init(view.template, torch.Generator().manual_seed(0))
+        noise = NoiseSource(0, "test").draw_all(estimator.noise(view.template), 0, 64)
+        grads[spec] = per_draw_gradients(view, estimator, state, noise)["logits"]
+    torch.testing.assert_close(grads["rodeo(adapt=False)"], grads["rloo(m=2)"], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("spec, factor", [("rodeo", 2), ("rodeo(k=3, lr=0.01)", 10)])
+def test_rodeo_adapted_is_unbiased_and_cuts_variance_on_the_sine(spec, factor):
+    """After 500 adaptation steps the Stein control variates keep ĝ unbiased and lower its variance.
+
+    Measured at this seed against RLOO at the same k: rodeo 0.88 vs 3.0 (k = 2);
+    rodeo(k=3, lr=0.01) 0.054 vs 0.92 (k = 3 RLOO ≈ 1.3); the test asks for the stated factor.
+    """
+    adapted, _ = measure_spec(SINE, spec, samples=20_000, seed=1, warmup=500)
+    k = estimators.build(spec).k
+    plain, _ = measure_spec(SINE, f"rloo(m={k})", samples=20_000, seed=1)
+    assert bias_ok(adapted.groups["logits"])
+    assert adapted.groups["logits"].metrics["variance"].value < plain.groups["logits"].metrics["variance"].value / factor
