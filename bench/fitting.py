@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .contract import Estimator, Problem
-from .engine import View
+from .view import View
 from .noise import NoiseSource, derive_seed
 
 

@@ -57,7 +57,7 @@ class SumAndSample(Estimator):
     def surrogate(self, dist, f, noise, state):
         x = dist.sample(noise["sample"])
         k = min(self.k, dist.K)
-        log_probs = per_variable(dist, dist.log_probs)  # [n, *u, V, K]
+        log_probs = per_variable(dist, torch.log_softmax(dist.logits, dim=-1))  # [n, *u, V, K]
         fixed = log_probs.detach()
         summed = fixed.topk(k, dim=-1).indices  # [n, *u, V, k]
         cats = summed

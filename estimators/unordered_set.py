@@ -142,7 +142,7 @@ class UnorderedSet(Estimator):
         scores = per_variable(dist, dist.logits.detach() + noise["sample"])
         chosen = scores.topk(k, dim=-1).indices  # [n, *u, V, k], chosen[..., 0] is x's category
         values = substituted_values(dist, f, x, chosen)
-        log_p = per_variable(dist, dist.log_probs).gather(-1, chosen)
+        log_p = per_variable(dist, torch.log_softmax(dist.logits, dim=-1)).gather(-1, chosen)
         p = log_p.detach().exp()
         weights = unordered_set_weights(p, values, self.baseline)
         # Σ_s ∇p(s)·w_s: value zero, gradient the estimate.

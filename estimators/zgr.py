@@ -36,7 +36,7 @@ class ZGR(Estimator):
     def surrogate(self, dist, f, noise, state):
         hard = dist.sample(noise["sample"])
         p = dist.probs.detach()
-        log_probs = dist.log_probs
+        log_probs = torch.log_softmax(dist.logits, dim=-1)
         # log p(D) per variable, gathered with where: −inf·0 would be nan at masked categories.
         log_p = torch.where(hard > 0, log_probs, torch.zeros_like(log_probs)).sum(-1, keepdim=True)
         straight = softmax_jacobian_product(p, logit_offset(dist.logits))
