@@ -21,9 +21,10 @@ and the mean surrogate value of the batch (what a training loop sees) always.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from torch import Tensor
 
 from .contract import Estimator, Problem
 from .view import View
@@ -40,19 +41,24 @@ class FitConfig:
     log_every: int = 200
 
 
-def fit(problems: list[Problem], estimator: Estimator, config: FitConfig, seeds: list[int]) -> list[dict[str, Any]]:
+def fit(problems: list[Problem], estimator: Estimator, config: FitConfig, seeds: list[int],
+        on_step: Callable[[int, dict[str, Tensor], dict[str, Tensor]], None] | None = None) -> list[dict[str, Any]]:
     """Train each problem's parameters (problem s with noise seed ``seeds[s]``); curve rows per seed and logged step.
 
     Rows: ``{"seed", "step", "expected_loss" (nan if the problem has no expectation), "batch_loss"}``.
+    on_step(step, grads, params): called every step with the gradient estimates ``{group: [S, *shape]}``
+    (one per seed) and the parameters they were taken at, before the update (for training-time
+    statistics such as the DisARM papers' moving-average variance).
     """
     if len(problems) != len(seeds):
         raise ValueError(f"{len(problems)} problems but {len(seeds)} seeds; give one seed per problem")
     if estimator.stateful:
-        return [row for p, s in zip(problems, seeds) for row in _fit([p], estimator, config, [s])]
-    return _fit(problems, estimator, config, seeds)
+        return [row for p, s in zip(problems, seeds) for row in _fit([p], estimator, config, [s], on_step)]
+    return _fit(problems, estimator, config, seeds, on_step)
 
 
-def _fit(problems: list[Problem], estimator: Estimator, config: FitConfig, seeds: list[int]) -> list[dict[str, Any]]:
+def _fit(problems: list[Problem], estimator: Estimator, config: FitConfig, seeds: list[int],
+         on_step: Callable[[int, dict[str, Tensor], dict[str, Tensor]], None] | None) -> list[dict[str, Any]]:
     S, B = len(problems), config.batch
     first = problems[0]
     view = View(first, estimator)
@@ -86,6 +92,8 @@ def _fit(problems: list[Problem], estimator: Estimator, config: FitConfig, seeds
         grads = torch.autograd.grad(per_seed.sum(), list(params.values()))
         if not all(torch.isfinite(g).all() for g in grads):
             raise FloatingPointError(f"{estimator.label}: non-finite gradient at step {step}")
+        if on_step is not None:
+            on_step(step, {k: g.detach() for k, g in zip(params, grads)}, {k: v.detach().clone() for k, v in params.items()})
         optimiser.step(grads)
         if estimator.stateful:
             state = estimator.update(state, dist, view.objective, noise, out)

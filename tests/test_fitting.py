@@ -48,3 +48,13 @@ def test_any_fixed_task_trains_stateful_estimators_too():
     rows = fit([problem_of("toy-quadratic")] * 2, estimators.build("reinforce-ema"), config, [0, 1])
     assert [r["step"] for r in rows] == [0, 10, 20, 0, 10, 20]
     assert all(r["batch_loss"] == r["batch_loss"] for r in rows)  # finite, not nan
+
+
+def test_on_step_sees_every_gradient_and_its_parameters():
+    seen = []
+    config = FitConfig(steps=5, batch=2, lr=0.1, log_every=5)
+    problems = [problem_of(f"poly(dim=4, seed={s})") for s in range(2)]
+    fit(problems, estimators.build("st"), config, [0, 1], lambda step, g, p: seen.append((step, g, p)))
+    assert [s for s, _, _ in seen] == list(range(5))
+    assert seen[0][1]["logits"].shape == (2, 4, 2) and seen[0][2]["logits"].shape == (2, 4, 2)
+    assert not torch.equal(seen[0][2]["logits"], seen[-1][2]["logits"])  # the parameters moved
