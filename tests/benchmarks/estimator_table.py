@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--readme", type=Path, help="rewrite the table block of this file")
     args = parser.parse_args()
     frames = [(task, run_task(task, args.out, args.samples, args.warmup, args.seed)) for task in TASKS]
-    command = " ".join(["python tests/benchmarks/estimator_table.py", *(a for a in sys.argv[1:] if not a.startswith("/"))])
+    command = (f"python tests/benchmarks/estimator_table.py --samples {args.samples} --warmup {args.warmup} --seed {args.seed}"
+               + (f" --readme {args.readme}" if args.readme else ""))
     text = render(frames, args.samples, args.warmup, args.seed, command)
     if args.readme is None:
         print(text)
