@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gradbench.capabilities import FromParam
 from gradbench.contract import Estimator, Surrogate
 from gradbench.noise import NoiseSpec
 from gradbench.params import param
@@ -64,7 +65,7 @@ class ARMS(Estimator):
     name = "arms"
     unbiased = True
     families = ("bernoulli",)
-    evaluations = "k"
+    evaluations = FromParam("k")
     masks = False  # binary variables only
     k: int = param(4, "antithetic samples per estimate (k = 2 is DisARM)", ge=2)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gradbench.capabilities import FromParam
 from gradbench.contract import Estimator, Surrogate
 from gradbench.families.categorical import Distribution, Objective
 from gradbench.noise import NoiseSpec
@@ -70,7 +71,7 @@ class DoubleCV(Estimator):
     name = "double-cv"
     unbiased = True
     families = ("bernoulli",)
-    evaluations = "k"
+    evaluations = FromParam("k")
     differentiable_f = True
     masks = False  # binary variables only
     stateful = True

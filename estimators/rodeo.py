@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gradbench.capabilities import FromParam
 from gradbench.contract import Estimator, Surrogate
 from gradbench.families.categorical import Distribution, Objective
 from gradbench.noise import NoiseSpec
@@ -100,7 +101,7 @@ class RODEO(Estimator):
     name = "rodeo"
     unbiased = True
     families = ("bernoulli",)
-    evaluations = "k"
+    evaluations = FromParam("k")
     differentiable_f = True
     masks = False  # binary variables only
     stateful = True

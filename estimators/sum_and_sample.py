@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gradbench.capabilities import PerVariable
 from gradbench.contract import Estimator, Surrogate
-from gradbench.families.categorical import Distribution
 from gradbench.params import param
 from gradbench.registry import estimators
 
@@ -42,17 +42,11 @@ class SumAndSample(Estimator):
 
     name = "sum-and-sample"
     unbiased = True
-    evaluations = "(k + 1)·D + 1"
+    evaluations = PerVariable("k", extra=1, plus=1)
     masks = False  # the summed set would include probability-zero categories
     k: int = param(1, "most probable categories summed exactly per variable (capped at the number of categories)",
                    ge=0)
 
-    def n_evaluations(self, dist: Distribution | None = None) -> int:
-        """(k + 1)·D + 1 for the variables of one unit of ``dist`` (the count depends on the task)."""
-        if dist is None:
-            raise TypeError("sum-and-sample's evaluations depend on the task: pass its distribution")
-        k = min(self.k, dist.K)
-        return (k + (k < dist.K)) * math.prod(dist.batch_shape[dist.units :]) + 1
 
     def surrogate(self, dist, f, noise, state):
         x = dist.sample(noise["sample"])

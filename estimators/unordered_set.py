@@ -26,7 +26,6 @@ a single variable it is exactly the paper's estimator.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from itertools import permutations
 
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gradbench.capabilities import PerVariable
 from gradbench.contract import Estimator, Surrogate
 from gradbench.families.categorical import Distribution, Objective
 from gradbench.params import param
@@ -124,17 +124,12 @@ class UnorderedSet(Estimator):
 
     name = "unordered-set"
     unbiased = True
-    evaluations = "k·D + 1"
+    evaluations = PerVariable("k", plus=1)
     masks = False  # a set that must include probability-zero categories has p(S) = 0
     k: int = param(4, "samples without replacement per variable (capped at the number of categories); "
                       "p(S) sums over k! orders", ge=1, le=7)
     baseline: bool = param(True, "the built-in baseline B_s (else plain without-replacement REINFORCE)")
 
-    def n_evaluations(self, dist: Distribution | None = None) -> int:
-        """k·D + 1 for the variables of one unit of ``dist`` (the count depends on the task)."""
-        if dist is None:
-            raise TypeError("unordered-set's evaluations depend on the task: pass its distribution")
-        return min(self.k, dist.K) * math.prod(dist.batch_shape[dist.units :]) + 1
 
     def surrogate(self, dist, f, noise, state):
         x = dist.sample(noise["sample"])
