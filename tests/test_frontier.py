@@ -161,6 +161,18 @@ def test_the_baseline_and_the_sum_reduce_variance():
     assert var["unordered-set(k=3)"] < var["rloo(m=3)"]  # without replacement beats with, at equal evaluations
 
 
+def test_per_variable_counts_are_declared_types():
+    """PerVariable reads k from the configuration, caps it at K and survives the catalog's JSON."""
+    from gradbench import capabilities
+
+    declared = estimators.build("sum-and-sample(k=3)").capability("evaluations")
+    assert str(declared) == "min(k + 1, K)·D + 1" and declared.value == 3
+    assert declared.count(categories=10, variables=2) == 4 * 2 + 1 and declared.count(categories=3, variables=2) == 7
+    raw = capabilities.PerVariable("k", plus=1)
+    assert capabilities.from_json(capabilities.to_json(raw)) == raw
+    assert estimators.info("unordered-set").capabilities["evaluations"] == raw
+
+
 def test_evaluations_are_counted_per_variable():
     view = View(problem_of("toy-bernoulli(dim=7)"), estimators.build("unordered-set"))
     assert estimators.build("unordered-set(k=2)").n_evaluations(view.template) == 2 * 7 + 1
