@@ -35,7 +35,7 @@ from .unordered_set import per_variable, substituted_values
 @estimators.register
 @dataclass(frozen=True)
 class SumAndSample(Estimator):
-    """Sum-and-sample (Liu et al. 2019): exact sum over the k most probable categories, one sample of the rest. Unbiased, (k + 1)·D + 1 evaluations.
+    """Sum-and-sample (Liu et al. 2019): exact sum over the k most probable categories, one sample of the rest. Unbiased, min(k + 1, K)·D + 1 evaluations.
 
     Per variable, others held at the exact sample; k = K is the exact gradient, k = 0 REINFORCE.
     """

@@ -117,7 +117,7 @@ def unordered_set_weights(p: Tensor, values: Tensor, baseline: bool) -> Tensor:
 @estimators.register
 @dataclass(frozen=True)
 class UnorderedSet(Estimator):
-    """Unordered set estimator (Kool et al. 2020): k samples without replacement (Gumbel-top-k), built-in baseline. Unbiased, k·D + 1 evaluations.
+    """Unordered set estimator (Kool et al. 2020): k samples without replacement (Gumbel-top-k), built-in baseline. Unbiased, min(k, K)·D + 1 evaluations.
 
     Per variable, others held at the exact sample; with k = K it is the exact gradient.
     """
