@@ -141,6 +141,8 @@ def test_interrupted_run_leaves_a_readable_folder(tmp_path, monkeypatch):
     ("mnist-vae(measure_images=5000)", "measure_images=5000 but the mnist-5k-subset test set has 1000"),
     ("mnist-vae(binarize='dynamc')", "did you mean 'dynamic'"),
     ("mnist-vae(preset='gst')", "preset must be one of 'gst-paper'"),
+    ("mnist-vae(preset='reinmax-8x5')", "did you mean 'reinmax-8x4'"),
+    ("mnist-vae-binary(preset='rodeo-fashion')", "fashion-mnist"),
     ("mnist-vae(lr=0)", "lr must be > 0"),
     ("mnist-vae(latents=0)", "latents must be ≥ 1"),
     ("mnist-vae(categories=1)", "categories must be ≥ 2"),
@@ -179,3 +181,38 @@ def test_presets_fill_only_what_is_not_given():
     assert (mine.epochs, mine.binarize, mine.measure_every) == (2, "dynamic", 1)
     default = tasks.build("mnist-vae")
     assert (default.epochs, default.binarize, default.decoder_hidden) == (50, "dynamic", (256, 512))
+    assert (default.categories, default.latents, default.dataset) == (10, 30, "mnist")
+
+
+def test_reinmax_grid_presets_set_the_latent_shape_and_grey_level_targets():
+    from gradbench.registry import tasks
+
+    small = tasks.build("mnist-vae(preset='reinmax-8x4')")
+    assert (small.categories, small.latents, small.binarize, small.epochs) == (8, 4, "none", 50)
+    assert small.architecture()["categories"] == 8
+    wide = tasks.build("mnist-vae(preset='reinmax-32x64', latents=3)")
+    assert (wide.categories, wide.latents) == (32, 3)
+
+
+def test_reinmax_8x4_preset_gets_the_exact_encoder_gradient():
+    """8^4 = 4,096 configurations per image: under the enumeration cap, so the reference is exact."""
+    from gradbench.tasks.mnist_vae import reference
+    from gradbench.tasks.mnist_vae.model import VAE
+    from gradbench.tasks.mnist_vae.problem import VAEProblem
+
+    torch.manual_seed(0)
+    model = VAE("categorical", latents=4, categories=8, encoder_hidden=[16], decoder_hidden=[16], activation="relu")
+
+    problem = VAEProblem(model, torch.rand(3, 784))
+    assert reference.configurations(problem).shape == (4096, 4, 8)
+    assert problem.exact_gradient() is not None
+
+
+def test_rodeo_binary_preset():
+    from gradbench.registry import tasks
+
+    rodeo = tasks.build("mnist-vae-binary(preset='rodeo')")
+    assert (rodeo.latents, rodeo.batch_size, rodeo.lr, rodeo.binarize, rodeo.dataset) == (200, 100, 1e-3, "dynamic",
+                                                                                          "mnist")
+    default = tasks.build("mnist-vae-binary")
+    assert (default.batch_size, default.lr) == (50, 1e-3)

@@ -31,6 +31,8 @@ from .model import ACTIVATIONS
 CPU_EPOCHS = 50
 CPU_MEASURE_EVERY = 25
 CPU_IWAE_SAMPLES = 1000
+# Liu et al. 2023 (ReinMax), Table 2: the MNIST-VAE (categories K, latents L) grid.
+REINMAX_GRID = ((8, 4), (4, 24), (8, 16), (16, 12), (64, 8), (10, 30), (32, 64))
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class _VAETask(TrainingTask):
 
     latent: ClassVar[str]
     # The CPU-sized run both tasks share; presets and explicit parameters override it.
-    DEFAULTS: ClassVar[dict[str, Any]] = {"binarize": "dynamic", "epochs": CPU_EPOCHS,
+    DEFAULTS: ClassVar[dict[str, Any]] = {"dataset": "mnist", "binarize": "dynamic", "epochs": CPU_EPOCHS,
                                           "measure_every": CPU_MEASURE_EVERY, "iwae_every": CPU_MEASURE_EVERY}
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # named protocols: {preset: {parameter: value}}
     relaxed_f = True
@@ -50,7 +52,8 @@ class _VAETask(TrainingTask):
     dtype = "float32"
     default_samples = 100  # the GST variance protocol's 100 estimates
     default_reference_samples = 1000  # draws per measured image: decoder passes over the 1,000 images
-    dataset: str = param("mnist", "mnist or fashion-mnist", choices=mnist.DATASETS)
+    dataset: str | None = param(None, "mnist or fashion-mnist (default mnist)", kind="str", optional=True,
+                                choices=mnist.DATASETS)
     data_dir: str | None = param(None, "folder with the IDX files (train-images-idx3-ubyte[.gz], ...; torchvision's "
                                        "MNIST/raw layout or flat); default: the embedded 5,000-image MNIST subset",
                                  kind="str", optional=True)
@@ -114,16 +117,28 @@ class MnistVAE(_VAETask):
     name = "mnist-vae"
     latent = "categorical"
     families = ("categorical",)
+    DEFAULTS = {**_VAETask.DEFAULTS, "latents": 30, "categories": 10}
     PRESETS = {
         # Fan et al. 2022 (GST), MNIST-VAE: 40 epochs, grey-level targets, a measurement after
         # every epoch. τ ∈ {1.0, 0.5} is the estimator's (e.g. "gst(gap=1.2, tau=0.5)");
         # the paper's 10 seeds are --seed 0 … 9. Meant for full MNIST (data_dir=) on a GPU.
         "gst-paper": {"epochs": 40, "binarize": "none", "measure_every": 1, "iwae_every": 1},
+        # Liu et al. 2023 (ReinMax), MNIST-VAE grid: the GST code's model and grey-level targets
+        # at (categories × latents) 8×4 … 32×64. The encoder gradient is exact by enumeration
+        # where K^L ≤ 2^14 per image (only 8×4: 4,096 configurations); elsewhere the reference
+        # is REINFORCE-LOO. Epochs and measurement stay the task's (or the caller's).
+        **{f"reinmax-{k}x{n}": {"categories": k, "latents": n, "binarize": "none"}
+           for k, n in REINMAX_GRID},
     }
-    preset: str | None = param(None, "protocol preset, one of gst-paper; explicit parameters override it",
-                               kind="str", optional=True, choices=("gst-paper",))
-    latents: int = param(30, "number of categorical latent variables L", ge=1)
-    categories: int = param(10, "categories K per latent variable", ge=2)
+    preset: str | None = param(None, "protocol preset: gst-paper, or reinmax-KxL for the ReinMax paper's grid "
+                                     f"({', '.join(f'{k}x{n}' for k, n in REINMAX_GRID)}; K categories × L "
+                                     "latents, grey-level targets); explicit parameters override it",
+                               kind="str", optional=True, choices=("gst-paper", *(f"reinmax-{k}x{n}"
+                                                                                  for k, n in REINMAX_GRID)))
+    latents: int | None = param(None, "number of categorical latent variables L (default 30)", kind="int",
+                                optional=True, ge=1)
+    categories: int | None = param(None, "categories K per latent variable (default 10)", kind="int",
+                                   optional=True, ge=2)
     encoder_hidden: tuple = param((512, 256), "hidden widths of the encoder MLP", kind="ints", ge=1)
     decoder_hidden: tuple | None = param(None, "hidden widths of the decoder MLP (default: the encoder's reversed)",
                                          kind="ints", optional=True, ge=1)
@@ -142,6 +157,18 @@ class MnistVAEBinary(_VAETask):
     families = ("bernoulli", "categorical")
     # DisARM's models (Dong, Mnih & Tucker 2020; batch 50, Adam 1e-4): "linear" is the default
     # with lr=1e-4; "nonlinear" adds encoder_hidden=[200, 200] (LeakyReLU 0.3, decoder mirrored).
+    DEFAULTS = {**_VAETask.DEFAULTS, "batch_size": 50, "lr": 1e-3}
+    PRESETS = {
+        # RODEO (Shi et al. 2022) and Double-CV (Titsias & Shi 2022): 200 Bernoulli latents, fixed
+        # uniform prior (this task's only prior), batch 100, Adam 1e-3 on dynamically binarised
+        # MNIST; Fashion-MNIST with Adam 3e-4 (needs data_dir=). K ∈ {2, 3} is the estimator's,
+        # e.g. "rodeo(k=2)", "double-cv(k=3)".
+        "rodeo": {"batch_size": 100, "lr": 1e-3, "binarize": "dynamic"},
+        "rodeo-fashion": {"dataset": "fashion-mnist", "batch_size": 100, "lr": 3e-4, "binarize": "dynamic"},
+    }
+    preset: str | None = param(None, "protocol preset: rodeo (RODEO/Double-CV on MNIST: batch 100, lr 1e-3) or "
+                                     "rodeo-fashion (Fashion-MNIST, lr 3e-4; needs data_dir=); explicit parameters "
+                                     "override it", kind="str", optional=True, choices=("rodeo", "rodeo-fashion"))
     latents: int = param(200, "number of Bernoulli latent variables", ge=1)
     encoder_hidden: tuple = param((), "hidden widths of the encoder MLP (none: linear, as DisARM's linear model; "
                                       "[200, 200]: DisARM's nonlinear one)", kind="ints", ge=1)
@@ -149,9 +176,10 @@ class MnistVAEBinary(_VAETask):
                                          kind="ints", optional=True, ge=1)
     activation: str = param("leaky_relu", "hidden activation: leaky_relu (slope 0.3, as DisARM) or relu",
                             choices=ACTIVATIONS)
-    batch_size: int = param(50, "training batch size (DisARM: 50)", ge=1)
-    lr: float = param(1e-3, "Adam learning rate (1e-3 for a CPU-sized run; DisARM used 1e-4 for 10⁶ steps)",
-                      gt=0.0)
+    batch_size: int | None = param(None, "training batch size (default 50, as DisARM)", kind="int", optional=True,
+                                   ge=1)
+    lr: float | None = param(None, "Adam learning rate (default 1e-3 for a CPU-sized run; DisARM used 1e-4 for 10⁶ "
+                                   "steps)", kind="float", optional=True, gt=0.0)
 
     @property
     def categories(self) -> int:
