@@ -258,3 +258,40 @@ def test_rodeo_adapted_is_unbiased_and_cuts_variance_on_the_sine(spec, factor):
     plain, _ = measure_spec(SINE, f"rloo(m={k})", samples=20_000, seed=1)
     assert bias_ok(adapted.groups["logits"])
     assert adapted.groups["logits"].metrics["variance"].value < plain.groups["logits"].metrics["variance"].value / factor
+
+
+def test_carms_pair_law_is_a_joint_law_with_the_right_marginals():
+    """Closed-form P(z_i = a, z_j = b): symmetric, non-negative, rows summing to p (exact, no statistics)."""
+    from gradbench.estimators.carms import pair_law
+
+    p = torch.softmax(torch.tensor([0.3, -1.2, 2.0, 0.0, 0.7], dtype=torch.float64), -1).sort().values
+    for k in (2, 3, 6):
+        joint = pair_law(p, k)
+        torch.testing.assert_close(joint.sum(-1), p, rtol=0, atol=1e-14)
+        torch.testing.assert_close(joint, joint.T, rtol=0, atol=0)
+        assert joint.min() >= 0
+    # k = 2 is the antithetic pair: two draws never stop together before the last position.
+    assert pair_law(p, 2).diagonal()[:-1].abs().max() == 0
+
+
+@pytest.mark.parametrize("spec, task", [("carms(k=2)", Q4), ("carms(k=4)", Q4), ("carms(k=3)", "toy-quadratic"),
+                                        ("carms(k=3)", SINE)])
+def test_carms_is_unbiased(spec, task):
+    result, exact = measure_spec(task, spec, samples=50_000, seed=6)
+    assert bias_ok(result.groups["logits"])
+
+
+@pytest.mark.parametrize("spec", ["carms(k=2)", "carms(k=4)"])
+def test_carms_is_unbiased_on_coupled_variables(spec):
+    """f couples two variables and is cubic in one: the copula correction keeps it unbiased (the paper's
+    pairwise importance weights would not be: P(a, a) = 0 for early positions)."""
+    problem = CoupledProblem(cubic=0.3)
+    exact = resolve_reference(problem, "exact", 0, 0).gradient
+    result = measure(problem, estimators.build(spec), exact, MeasureConfig(50_000, 3))
+    assert bias_ok(result.groups["logits"])
+
+
+def test_carms_beats_rloo_at_equal_evaluations():
+    var = {s: measure_spec(Q4, s, samples=20_000, seed=4)[0].groups["logits"].metrics["variance"].value
+           for s in ("carms(k=4)", "rloo(m=4)")}
+    assert var["carms(k=4)"] < var["rloo(m=4)"]
