@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -131,15 +131,16 @@ def _gradients(view: View, estimator: Estimator, state: Any, noise: dict[str, Te
     }
 
 
-def plan_chunks(samples: int, batches: int, chunk_size: int) -> list[tuple[int, int, int]]:
-    """(start, stop, batch) ranges covering ``samples`` estimates; no chunk spans two batches."""
+def plan_chunks(samples: int, batches: int, chunk_size: int) -> Iterator[tuple[int, int, int]]:
+    """(start, stop, batch) ranges covering ``samples`` estimates; no chunk spans two batches.
+
+    A generator: memory stays bounded however many chunks there are.
+    """
     batches = max(1, min(batches, samples // 2))
     bounds = [round(b * samples / batches) for b in range(batches + 1)]
-    out = []
     for b in range(batches):
         for start in range(bounds[b], bounds[b + 1], chunk_size):
-            out.append((start, min(start + chunk_size, bounds[b + 1]), b))
-    return out
+            yield start, min(start + chunk_size, bounds[b + 1]), b
 
 
 def chunk_size_for(estimator: Estimator, template: Distribution, requested: int) -> int:

@@ -10,7 +10,6 @@ imported when first described. In-process code can use the ``register`` decorato
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import json
 from dataclasses import dataclass, field
@@ -57,11 +56,10 @@ class RegistryError(UserError):
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """'; did you mean X?' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    if not close and name:
-        # Prefix matches catch short typos difflib scores low ("gs" -> "gst").
-        close = [c for c in choices if c.startswith(name) or name.startswith(c)][:1]
-    return f"; did you mean {close[0]!r}?" if close else ""
+    from .typos import closest  # transpositions and doubled letters too (Damerau–Levenshtein)
+
+    close = closest(name, list(choices))
+    return f"; did you mean {close!r}?" if close else ""
 
 
 @dataclass(frozen=True)
