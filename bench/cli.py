@@ -43,9 +43,6 @@ class _OneLineErrors(TyperGroup):
                 code = 0
             else:
                 code = _fail(exc.format_message() if hasattr(exc, "format_message") else str(exc))
-        except Terminated:
-            err_console.print("terminated")
-            code = 143
         except (Abort, KeyboardInterrupt):
             err_console.print("interrupted")
             code = 130
@@ -55,6 +52,9 @@ class _OneLineErrors(TyperGroup):
             code = _fail("out of memory; give smaller sizes (--samples, --chunk-size, task or estimator sizes)")
         finally:
             _on_sigterm(previous)
+        if Terminated.received:  # typer turns the interrupt into exit code 130; a kill's convention is 143
+            Terminated.received = False
+            code = 143
         if standalone_mode:
             sys.exit(code)
         return code
@@ -72,8 +72,11 @@ def _fail(message: str) -> int:
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's kill, ``kill PID``): handled as Ctrl-C is, so every run records it."""
 
+    received = False
+
 
 def _terminate(signum, frame):
+    Terminated.received = True
     raise Terminated()
 
 

@@ -229,7 +229,6 @@ def execute(plan: Plan, progress_factory: Callable | None = None, console=None,
     return result
 
 
-MAX_NOISE_VALUES = 1 << 27  # noise values of one estimate (1 GiB in float64): the engine cannot split one estimate
 MAX_TABLE_VALUES = 1 << 24  # values of one variable's sampling table or categorical view
 
 
@@ -260,7 +259,7 @@ def preflight(task, built, options, device, dtype, bar=None) -> list:
     """
     import torch
 
-    from .engine import View, replicate
+    from .engine import View, noise_per_estimate, replicate
     from .references import resolve_reference
 
     problem = task.problem(device, dtype)
@@ -276,11 +275,7 @@ def preflight(task, built, options, device, dtype, bar=None) -> list:
     targets = []
     for estimator in built:
         target = problem.for_estimator(estimator)
-        view = View(target, estimator)
-        per_estimate = sum(spec.numel for spec in estimator.noise(view.template).values())
-        if per_estimate > MAX_NOISE_VALUES:
-            raise UserError(f"{estimator.label} draws {per_estimate:,} noise values per estimate on {task.label} "
-                            f"(at most {MAX_NOISE_VALUES:,}, about 1 GiB); give it smaller sizes")
+        noise_per_estimate(estimator, View(target, estimator).template)
         if id(target) not in references:
             references[id(target)] = resolve_reference(
                 target, options.reference, options.reference_samples, options.seed, options.chunk_size,
