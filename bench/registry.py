@@ -14,9 +14,9 @@ import importlib
 import json
 from dataclasses import dataclass, field
 from importlib import metadata, resources
-from typing import Any, Generic, Iterable, TypeVar
+from typing import Any, Generic, TypeVar
 
-from .errors import SpecError, UserError
+from .errors import SpecError, UserError, did_you_mean  # noqa: F401  (did_you_mean: re-exported)
 from .params import Param, declared_params, validate_kwargs
 from .spec import Spec, parse_spec
 
@@ -54,14 +54,6 @@ class RegistryError(UserError):
     """A name clash or an unloadable entry."""
 
 
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """'; did you mean X?' for the closest choice, or '' when nothing is close."""
-    from .typos import closest  # transpositions and doubled letters too (Damerau–Levenshtein)
-
-    close = closest(name, list(choices))
-    return f"; did you mean {close!r}?" if close else ""
-
-
 @dataclass(frozen=True)
 class EntryInfo:
     """What is known about an entry without using it (serialisable)."""
@@ -73,20 +65,25 @@ class EntryInfo:
     params: dict[str, Param]
     capabilities: dict[str, Any]
     source: str = "gradbench"
+    commands: dict[str, str] = field(default_factory=dict)  # a task's `gradbench data` sub-commands
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "target": self.target,
             "description": self.description,
             "version": self.version,
             "params": {k: p.to_json() for k, p in self.params.items()},
             "capabilities": self.capabilities,
         }
+        if self.commands:
+            out["commands"] = dict(self.commands)
+        return out
 
     @classmethod
     def from_json(cls, name: str, data: dict, source: str = "gradbench") -> EntryInfo:
         params = {k: Param.from_json(p) for k, p in data["params"].items()}
-        return cls(name, data["target"], data["description"], data["version"], params, data["capabilities"], source)
+        return cls(name, data["target"], data["description"], data["version"], params, data["capabilities"], source,
+                   dict(data.get("commands", {})))
 
     @classmethod
     def from_class(cls, obj: type, target: str, source: str = "gradbench") -> EntryInfo:
@@ -100,6 +97,7 @@ class EntryInfo:
             params=declared_params(obj),
             capabilities=obj.capabilities_json(),
             source=source,
+            commands=dict(getattr(obj, "data_commands", {})),
         )
 
 

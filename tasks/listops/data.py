@@ -479,9 +479,11 @@ def write_tsv(path: str | os.PathLike[str], examples: Sequence[Example]) -> None
             os.fsync(handle.fileno())
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         # Leave no stray temporary file behind, whatever went wrong.
         Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # full disk: name the file in the one-line error
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 
