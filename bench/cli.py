@@ -190,6 +190,8 @@ def run(
     THREADS.validate(threads)
     options = RunOptions(out=str(out), **given_options)
     if suite is None:
+        if suite_file is not None:  # silently ignored before: the user meant a suite from it
+            raise UserError("--suite-file names where suites are; add --suite NAME")
         if task is None:
             raise UserError("Missing option '--task': give a task spec (or --suite NAME); see 'gradbench list tasks'")
         if not estimator:
@@ -267,6 +269,8 @@ def sweep(
     crossed = {"task_grid": _grid_values("--task-grid", task_grid or []),
                "estimator_grid": _grid_values("--estimator-grid", estimator_grid or [])}
     if suite is None:
+        if suite_file is not None:  # silently ignored before: the user meant a suite from it
+            raise UserError("--suite-file names where suites are; add --suite NAME")
         if not task:
             raise UserError("Missing option '--task': give a task spec (or --suite NAME); see 'gradbench list tasks'")
         if not estimator:

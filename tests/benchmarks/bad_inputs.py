@@ -7,6 +7,8 @@ timeout and checks the promise for its kind:
 
 error   exit 2, exactly one stderr line starting ``error:``, no traceback, nothing written
         (the case folder stays empty, no temporary file anywhere, the fixtures unchanged)
+fault   a fault mid-run (full disk): exit 2, one ``error:`` line, no temporary or results file; a sidecar
+        that was written says ``failed``
 failed  a failed measurement: exit 1, no traceback, every row ``failed``, the sidecar ``failed``
 signal  SIGTERM mid-run: exit 143, the sidecar ``interrupted`` (not ``running``)
 umask   a good run: results files readable as the umask allows (0644 under 022), not 0600
@@ -103,13 +105,10 @@ def cases(fx: Path) -> list[Case]:
     err("run resolved duplicate", *run, "-e", "stgs", "-e", "stgs(tau=1.0)", needle="once")
     err("run resolved duplicate 2", *run, "-e", "gst(tau=0.5)", "-e", "gst(tau=0.5, gap=1.0)", needle="once")
     err("run incompatible", "run", "-t", "toy-latent", "-e", "vimco(m=20)", "-e", "reinforce", "--samples", "20")
-    err("run incompatible family", "run", "-t", "listops", "-e", "gr-mc", "--samples", "20")
-    err("run reference exact infeasible", "run", "-t", "toy-bernoulli(dim=40)", "-e", "reinforce", "--reference",
-        "exact", "--samples", "20")
     err("run out is a file", *run, "-e", "reinforce", "--out", blocker)
     err("run out under a file", *run, "-e", "reinforce", "--out", f"{blocker}/x")
     err("run full disk (sidecar)", *run, "-e", "reinforce", "--out", "r", fsize=512, allowed=("r",))
-    err("run full disk (metrics)", *run, "-e", "reinforce", "--out", "r", fsize=4096, allowed=("r",))
+    out.append(Case("run full disk (metrics)", [*run, "-e", "reinforce", "--out", "r"], "fault", fsize=4096))
     out.append(Case("run measurement overflows", ["run", "-t", "poisson(rate=[1e300])", "-e", "reinforce",
                                                   "--samples", "20", "--out", "r"], "failed", allowed=("r",)))
     out.append(Case("run measurement overflows (2 estimators)", ["run", "-t", "poisson(rate=[1e300])", "-e",
@@ -140,7 +139,8 @@ def cases(fx: Path) -> list[Case]:
     # -- report ---------------------------------------------------------------------------------
     for name in ("foreign", "missing-column", "wrong-type", "wrong-int", "corrupt", "empty", "all-failed"):
         err(f"report {name}", "report", str(fx / name))
-        err(f"compare {name} vs good", "compare", good, str(fx / name))
+        if name != "all-failed":  # comparing against all-failed results is legitimate: "now failing", exit 1
+            err(f"compare {name} vs good", "compare", good, str(fx / name))
     err("report missing path", "report", "nowhere")
     err("report not parquet", "report", blocker)
     err("report out under a file", "report", good, "--out", f"{blocker}/rep")
@@ -180,11 +180,11 @@ def cases(fx: Path) -> list[Case]:
         "from gradbench import parse_spec; parse_spec('gst(tau=0.5)(gap=2)')",
         "from gradbench import parse_spec; parse_spec('gst(tau=' + '+'.join(['1'] * 50000) + ')')",
         "from gradbench import parse_spec; parse_spec('gst(tau=' + '[' * 500 + ']' * 500 + ')')",
-        "from gradbench import estimators; estimators.build('gtss')",
-        "from gradbench import estimators; estimators.build('gst(tau=-1)')",
-        "from gradbench import estimators; estimators.build('gr-mc(k=0)')",
-        "from gradbench import tasks; tasks.build('toy-bernoulli(dim=0)')",
-        "from gradbench import tasks; tasks.build('poison')",
+        "from gradbench.registry import estimators; estimators.build('gtss')",
+        "from gradbench.registry import estimators; estimators.build('gst(tau=-1)')",
+        "from gradbench.registry import estimators; estimators.build('gr-mc(k=0)')",
+        "from gradbench.registry import tasks; tasks.build('toy-bernoulli(dim=0)')",
+        "from gradbench.registry import tasks; tasks.build('poison')",
         f"from gradbench import read_results; read_results({str(fx / 'foreign')!r})",
         f"from gradbench import read_results; read_results({str(fx / 'wrong-type')!r})",
         "from gradbench import read_results; read_results('nowhere')",
@@ -194,7 +194,7 @@ def cases(fx: Path) -> list[Case]:
         "from gradbench.run import RunOptions, prepare, execute; execute(prepare('toy-quadratic', ['gr-mc(k=10**12)'.replace('10**12', '1000000000000')], RunOptions(out='r')))",
         "from gradbench.run import RunOptions, prepare, execute; execute(prepare('toy-latent', ['reinforce', 'vimco(m=20)'], RunOptions(out='r', samples=20)))",
         f"from gradbench.reports.compare import compare; from gradbench import read_results; d = read_results({good!r}); compare(d, d, max_ratio=float('nan'))",
-        "import torch; from gradbench import tasks, estimators, measure, MeasureConfig; "
+        "import torch; from gradbench import measure, MeasureConfig; from gradbench.registry import tasks, estimators; "
         "measure(tasks.build('toy-quadratic').problem(torch.device('cpu'), torch.float64), "
         "estimators.build('gr-mc(k=1000000000000)'), None, MeasureConfig(samples=10))",
     ):
@@ -303,7 +303,14 @@ def check(case: Case, code: int, out: str, err: str, where: Path) -> None:
         return
     results = where / "r"
     sidecars = [json.loads(s.read_text()) for s in results.rglob("_run.json")]
-    if case.kind == "failed":
+    if case.kind == "fault":
+        if code != 2 or len(lines) != 1 or not lines[0].startswith("error: "):
+            p.append(f"exit {code}, stderr {err.strip()[:200]!r}: expected exit 2 and one 'error:' line")
+        if list(results.rglob("metrics.parquet")):
+            p.append("a results file was left")
+        if any(s["status"] != "failed" for s in sidecars):
+            p.append(f"sidecar status {[s['status'] for s in sidecars]}, expected failed")
+    elif case.kind == "failed":
         import pandas as pd
 
         if code != 1:
