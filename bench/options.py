@@ -140,7 +140,7 @@ class ProcessOption:
 THREADS = ProcessOption(
     "threads", 1, "Torch threads per run or sweep cell (a Ray task asks for as many CPUs); 0 (run only): torch's default. "
     "Keep it fixed: float32 kernels round differently with other counts.",
-    lambda v: None if 0 <= v <= 1024 else f"--threads must be from 0 to 1024 (0: torch's default), got {v}")
+    lambda v: None if 0 <= v <= 1024 else f"--threads must be at least 0 and at most 1024 (0: torch's default), got {v}")
 
 
 def set_threads(threads: int | None) -> None:

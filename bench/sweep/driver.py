@@ -41,9 +41,9 @@ class SweepOptions:
         if self.backend not in BACKENDS:
             raise UserError(f"unknown backend {self.backend!r}; choose local or ray")
         if not 1 <= self.jobs <= MAX_WORKERS:
-            raise UserError(f"--jobs must be from 1 to {MAX_WORKERS}, got {self.jobs}")
+            raise UserError(f"--jobs must be at least 1 and at most {MAX_WORKERS}, got {self.jobs}")
         if not 1 <= self.threads <= MAX_WORKERS:
-            raise UserError(f"--threads must be from 1 to {MAX_WORKERS}, got {self.threads}")
+            raise UserError(f"--threads must be at least 1 and at most {MAX_WORKERS}, got {self.threads}")
         if not 0 < self.gpus_per_cell <= 64:  # also refuses nan and inf
             raise UserError(f"--gpus-per-cell must be a number in (0, 64], got {self.gpus_per_cell}")
         if self.address and self.backend != "ray":
