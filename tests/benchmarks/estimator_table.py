@@ -1,13 +1,13 @@
-"""The README's estimator table: every registered estimator on the toy tasks, measured by `gradbench run`.
+"""The toy-task estimator table (docs/results/toy-estimators.md): every registered estimator on the toy tasks, measured by `gradbench run`.
 
     python tests/benchmarks/estimator_table.py [--samples 100000] [--warmup 1000] [--seed 0]
-        [--out results/estimator-table] [--readme README.md]
+        [--out results/estimator-table] [--readme docs/results/toy-estimators.md]
 
 For each task below it runs ``gradbench run`` (a subprocess, exactly as a user
 would) with every registered estimator that fits the task at its defaults, then
 pivots the stored Parquet results into Markdown with
 :func:`gradbench.reports.markdown.variance_table`. With ``--readme`` it replaces
-the block between the ESTIMATOR-TABLE markers of that file; otherwise it prints.
+the block between the ESTIMATOR-TABLE markers of that file (any Markdown page); otherwise it prints.
 Timings use one CPU thread (OMP_NUM_THREADS=1) so that tiny toy problems are not
 dominated by thread hand-offs on a shared machine.
 """
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--readme", type=Path, help="rewrite the table block of this file")
     args = parser.parse_args()
     frames = [(task, run_task(task, args.out, args.samples, args.warmup, args.seed)) for task in TASKS]
-    command = "python tests/benchmarks/estimator_table.py" + (" --readme README.md" if args.readme else "")
+    command = "python tests/benchmarks/estimator_table.py" + (f" --readme {args.readme.as_posix()}" if args.readme else "")
     text = render(frames, args.samples, args.warmup, args.seed, command)
     if args.readme is None:
         print(text)
