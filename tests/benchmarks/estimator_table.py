@@ -1,7 +1,7 @@
-"""The toy-task estimator table (docs/results/toy-estimators.md): every registered estimator on the toy tasks, measured by `gradbench run`.
+"""The toy-task estimator table (docs/results/estimator-table.md): every registered estimator on the toy tasks, measured by `gradbench run`.
 
     python tests/benchmarks/estimator_table.py [--samples 100000] [--warmup 1000] [--seed 0]
-        [--out results/estimator-table] [--readme docs/results/toy-estimators.md]
+        [--out results/estimator-table] [--readme docs/results/estimator-table.md]
 
 For each task below it runs ``gradbench run`` (a subprocess, exactly as a user
 would) with every registered estimator that fits the task at its defaults, then
