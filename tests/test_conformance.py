@@ -66,7 +66,7 @@ ALWAYS = {("toy-bernoulli(objective='sine', logits=[0.5, -1.0, 0.0, 1.5])", "mup
 def _kind(task_spec: str) -> str:
     """The kind of variable a fixed task holds, as far as choosing the default subset goes."""
     kinds = {"toy-bernoulli": "bernoulli", "toy-quadratic": "categorical", "toy-latent": "categorical"}
-    return kinds.get(parse_spec(task_spec).name, "count")
+    return kinds.get(parse_spec(task_spec).name, "other")  # count tasks, the black box
 
 
 def default_subset(pairs, kinds=("bernoulli", "categorical")):
