@@ -50,6 +50,7 @@ BUILTIN_MODULES = {
         "gradbench.tasks.toy_latent",
         "gradbench.tasks.counts",
         "gradbench.tasks.toy_permutation",
+        "gradbench.tasks.learn_to_sort",
         "gradbench.tasks.mnist_vae.task",
         "gradbench.tasks.listops.task",
     ],

@@ -42,7 +42,9 @@ from .score_function import sum_units
 
 def conditional_scores(logits: Tensor, order: Tensor, v: Tensor) -> Tensor:
     """z̃ ~ p(θ + G | descending argsort = order) from ``v`` Exp(1), all ``[..., k]``; differentiable in θ."""
-    placed = logits.expand(*order.shape).gather(-1, order)  # θ_{b_1}, ..., θ_{b_k}
+    shape = torch.broadcast_shapes(logits.shape, order.shape)
+    order = order.expand(shape)
+    placed = logits.expand(shape).gather(-1, order)  # θ_{b_1}, ..., θ_{b_k}
     log_rates = torch.logcumsumexp(placed.flip(-1), dim=-1).flip(-1)  # log Z_m
     log_times = torch.logcumsumexp(v.log() - log_rates, dim=-1)  # log T_{b_i}
     return torch.zeros_like(placed).scatter(-1, order, -log_times)  # back to item order

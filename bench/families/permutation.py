@@ -57,7 +57,8 @@ def all_orders(k: int, device=None) -> Tensor:
 
 def pl_log_prob(logits: Tensor, order: Tensor) -> Tensor:
     """log p(order) under PL with log-scores ``logits [..., k]`` for ``order [..., k]`` -> ``[...]``."""
-    chosen = logits.expand(*order.shape).gather(-1, order)  # θ_{z_1}, ..., θ_{z_k}
+    shape = torch.broadcast_shapes(logits.shape, order.shape)
+    chosen = logits.expand(shape).gather(-1, order.expand(shape))  # θ_{z_1}, ..., θ_{z_k}
     # logsumexp of θ over the items not yet placed: a cumulative logsumexp from the last position.
     remaining = torch.logcumsumexp(chosen.flip(-1), dim=-1).flip(-1)
     return (chosen - remaining).sum(-1)
