@@ -221,8 +221,8 @@ def test_learn_to_sort_reference_equals_the_generic_enumeration():
     from gradbench.tasks.learn_to_sort import SortProblem
 
     g = torch.Generator().manual_seed(0)
-    problem = SortProblem(torch.randn(3 * 4, generator=g, dtype=torch.float64),
-                          torch.rand(2, 3, generator=g, dtype=torch.float64))
+    x = torch.tensor([[3, 7, 1], [0, 9, 4]])  # two sequences of three one-digit numbers
+    problem = SortProblem(torch.randn(10 * 4 + 2 * 4, generator=g, dtype=torch.float64), x, digits=1, hidden=4)
     torch.testing.assert_close(problem.exact_gradient()["scorer"], enumerate_gradient(problem)["scorer"])
 
 
@@ -230,7 +230,8 @@ def test_learn_to_sort_trains_logs_and_measures(tmp_path):
     import pandas as pd
     from gradbench.run import RunOptions, execute, prepare
 
-    task = "learn-to-sort(k=4, steps=40, batch=16, log_every=20, measure_every=20, test_sequences=200, measure_sequences=8)"
+    task = ("learn-to-sort(k=4, hidden=8, steps=40, batch=16, log_every=20, measure_every=20, test_sequences=200, "
+            "measure_sequences=8)")
     plan = prepare(task, ["rloo", "softsort(tau=0.5)", "pl-relax"], RunOptions(samples=200, out=str(tmp_path), seed=1))
     execute(plan)
     df = pd.read_parquet(tmp_path)
