@@ -21,7 +21,6 @@ references up to MAX_ENUMERATED_ITEMS items.
 from __future__ import annotations
 
 import itertools
-import math
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +103,3 @@ class PlackettLuce(Distribution):
         if self.k > MAX_ENUMERATED_ITEMS:
             return None
         return permutation_matrix(all_orders(self.k, self.logits.device), self.logits.dtype)
-
-    @staticmethod
-    def support_size(k: int) -> int:
-        return math.factorial(k)
