@@ -12,7 +12,7 @@ import torch
 from scipy import stats
 
 from conftest import BIAS_FLOORS, bias_ok, measure_spec, problem_of
-from gradbench.engine import View, per_draw_gradients, replicate
+from gradbench.engine import View, replicate
 from gradbench.errors import SpecError
 from gradbench.families.permutation import (
     PlackettLuce, all_orders, indices, permutation_matrix, pl_log_prob,
