@@ -3,7 +3,12 @@
 The public surface is re-exported here lazily, so ``import gradbench`` (and the
 command line's ``list`` and ``--help``) never pay for importing torch:
 
-    from gradbench import Estimator, Surrogate, param, estimators
+    from gradbench import Estimator, Surrogate, param, ESTIMATORS
+
+The registries are ``gradbench.ESTIMATORS`` and ``gradbench.TASKS`` (the objects
+``gradbench.registry.estimators`` and ``gradbench.registry.tasks``). The names
+``gradbench.estimators`` and ``gradbench.tasks`` are the subpackages of built-in
+modules and nothing else: one public name, one thing.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ _EXPORTS = {
     "Estimator": "contract", "Surrogate": "contract", "Task": "contract", "Problem": "contract", "Chunk": "contract",
     "Categorical": "families.categorical", "Bernoulli": "families.categorical", "Distribution": "families.categorical",
     "Objective": "families.categorical", "NoiseSpec": "noise", "NoiseSource": "noise",
-    "param": "params", "estimators": "registry", "tasks": "registry", "parse_spec": "spec",
+    "param": "params", "ESTIMATORS": "registry", "TASKS": "registry", "parse_spec": "spec",
     "MeasureConfig": "engine", "measure": "engine", "per_draw_gradients": "engine",
     "resolve_reference": "references", "read_results": "store", "UserError": "errors",
 }
+
+# Exported names that differ from the attribute they stand for.
+_ATTRIBUTE = {"ESTIMATORS": "estimators", "TASKS": "tasks"}
 
 __all__ = ["__version__", *_EXPORTS]
 
@@ -28,4 +36,4 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'gradbench' has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __name__), name)
+    return getattr(importlib.import_module(f".{module}", __name__), _ATTRIBUTE.get(name, name))

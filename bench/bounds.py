@@ -50,7 +50,7 @@ class ImportanceWeightedBound(Problem):
 
     def exact_gradient(self) -> dict[str, Tensor]:
         """∇θ of the bound by enumerating every m-tuple of one unit's configurations, all units at once."""
-        from .engine import replicate
+        from .view import replicate
 
         params = replicate(self.parameters(), 1)
         dist = self.distribution(params)

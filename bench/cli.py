@@ -8,8 +8,11 @@ computed or written. Heavy imports (torch) happen inside commands, so ``list`` a
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,7 +23,9 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, TyperException
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, did_you_mean
+from .numbers import format_number
+from .options import OPTION_NAMES, THREADS, RunOptions, cli_fields, threads_set
 from .registry import compatibility, estimators, tasks
 
 console = Console()
@@ -76,7 +81,39 @@ def _root(
         console.print(ctx.get_help())
 
 
+def _run_options(skip: tuple[str, ...]):
+    """Add a flag for every field of :class:`RunOptions` (but ``skip``) to a command taking ``**given_options``.
+
+    Name, type, default and help come from gradbench.options, the one definition; typer reads
+    the command's signature, so the flags are appended to it.
+    """
+    hints = typing.get_type_hints(RunOptions)
+
+    def add(command):
+        signature = inspect.signature(command, eval_str=True)  # typer needs the Annotated objects, not strings
+        own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        added = {}
+        for f in cli_fields():
+            if f.name in skip:
+                continue
+            kind = hints[f.name]
+            inner = [a for a in typing.get_args(kind) if a is not type(None)]
+            kind = Optional[inner[0]] if inner and len(typing.get_args(kind)) == 2 else kind  # X | None -> Optional[X]
+            added[f.name] = Annotated[kind, typer.Option(help=f.metadata["help"])]
+        params = own + [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=_FIELD_DEFAULTS[name],
+                                          annotation=hint) for name, hint in added.items()]
+        command.__signature__ = signature.replace(parameters=params)
+        command.__annotations__ = {**typing.get_type_hints(command, include_extras=True), **added}
+        return command
+
+    return add
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in cli_fields()}
+
+
 @app.command()
+@_run_options(skip=("out",))
 def run(
     ctx: typer.Context,
     task: Annotated[Optional[str], typer.Option("--task", "-t", help='Task spec: NAME or NAME(key=value, ...), e.g. '
@@ -87,29 +124,15 @@ def run(
                                                  "(e.g. ci); options given here override the suite's.")] = None,
     suite_file: Annotated[Optional[Path], typer.Option(help="TOML file of suites (default: the built-in "
                                                        "suites.toml).")] = None,
-    samples: Annotated[Optional[int], typer.Option(help="Gradient estimates per estimator (S; default: the "
-                                                   "task's, 10,000 for toy tasks).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of all noise; same seed, same numbers.")] = 0,
     out: Annotated[Path, typer.Option(help="Results folder; each run adds its own subfolder.")] = Path("results"),
-    engine: Annotated[str, typer.Option(help="vectorized, or loop (one autograd call per draw; the "
-                                        "reference implementation).")] = "vectorized",
-    device: Annotated[str, typer.Option(help="auto (CUDA when available), cpu or cuda.")] = "auto",
-    dtype: Annotated[Optional[str], typer.Option(help="float32 or float64 (default: the task's; "
-                                                 "float64 for toy tasks).")] = None,
-    reference: Annotated[str, typer.Option(help="auto (exact when enumerable), exact, or reinforce "
-                                           "(REINFORCE with a leave-one-out baseline).")] = "auto",
-    reference_samples: Annotated[Optional[int], typer.Option(help="Draws of f behind a REINFORCE reference "
-                                                             "(default: the task's, 1,000,000 for toy tasks).")] = None,
-    chunk_size: Annotated[int, typer.Option(help="Estimates drawn per vectorised chunk (memory knob; "
-                                            "results do not depend on it beyond rounding).")] = 1 << 16,
-    warmup: Annotated[int, typer.Option(help="Steps that adapt a stateful estimator's state before "
-                                        "measuring with it frozen.")] = 1000,
+    threads: Annotated[int, typer.Option(help=THREADS.help)] = THREADS.default,
+    **given_options,  # the RunOptions flags (gradbench.options), added by _run_options
 ):
     """Measure estimators' gradient bias and variance on a task (or a suite of runs) and store the results."""
-    from .run import RunOptions, execute, prepare
+    from .run import execute, prepare
 
-    options = RunOptions(samples, seed, str(out), engine, device, dtype, reference, reference_samples,
-                         chunk_size, warmup)
+    THREADS.validate(threads)
+    options = RunOptions(out=str(out), **given_options)
     if suite is None:
         if task is None:
             raise UserError("Missing option '--task': give a task spec (or --suite NAME); see 'gradbench list tasks'")
@@ -120,27 +143,26 @@ def run(
     else:
         if task is not None or estimator:
             raise UserError("--suite names its own tasks and estimators; drop --task and --estimator")
-        from dataclasses import fields
-
         from .sweep.suites import load_suite
 
-        given = {f.name: getattr(options, f.name) for f in fields(options)
-                 if f.name != "out" and _given(ctx, f.name)}
+        given = {name: value for name, value in given_options.items() if _given(ctx, name)}
         runs = load_suite(suite, suite_file, str(out)).with_options(**given).runs
         plans = [prepare(r.task, list(r.estimators), r.options) for r in runs]  # all checked before any runs
-    for plan in plans:
-        result = execute(plan, _progress, err_console)
-        if result.measurements:
-            console.print(results_table(result))
-        ref = result.reference
-        if ref is not None:
-            detail = "exact" if ref.kind == "exact" else f"REINFORCE-LOO over {ref.samples:,} draws"
-            console.print(f"reference: {detail} · results: {result.run_dir}")
-        else:
-            console.print(f"results: {result.run_dir}")
+    with threads_set(threads):
+        for plan in plans:
+            result = execute(plan, _progress, err_console)
+            if result.measurements:
+                console.print(results_table(result))
+            ref = result.reference
+            if ref is not None:
+                detail = "exact" if ref.kind == "exact" else f"REINFORCE-LOO over {ref.samples:,} draws"
+                console.print(f"reference: {detail} · results: {result.run_dir}")
+            else:
+                console.print(f"results: {result.run_dir}")
 
 
 @app.command()
+@_run_options(skip=("out", "seed"))
 def sweep(
     ctx: typer.Context,
     task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Task spec, repeatable: every task is "
@@ -161,34 +183,22 @@ def sweep(
                                      "per cell. Cells complete there are skipped.")] = "results",
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Cells run at once: worker processes (local), or "
                                       "the CPUs of a local Ray instance.")] = 1,
-    threads: Annotated[int, typer.Option(help="Torch threads per cell (a Ray task asks for as many CPUs). "
-                                         "Keep it fixed: float32 kernels round differently with other counts.")] = 1,
+    threads: Annotated[int, typer.Option(help=THREADS.help)] = THREADS.default,
     backend: Annotated[str, typer.Option(help="local (this machine) or ray (pip install 'gradbench\\[ray]').")] = "local",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (e.g. auto, or ray://head:10001); "
                                                    "default: start a local Ray instance.")] = None,
     gpus_per_cell: Annotated[float, typer.Option(help="GPUs a Ray task asks for when its cell runs on CUDA "
                                                  "(a fraction shares a GPU).")] = 1.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and their status; run nothing.")] = False,
-    samples: Annotated[Optional[int], typer.Option(help="Gradient estimates per cell (default: the task's).")] = None,
-    engine: Annotated[str, typer.Option(help="vectorized or loop.")] = "vectorized",
-    device: Annotated[str, typer.Option(help="auto (CUDA when the backend has GPUs), cpu or cuda.")] = "auto",
-    dtype: Annotated[Optional[str], typer.Option(help="float32 or float64 (default: the task's).")] = None,
-    reference: Annotated[str, typer.Option(help="auto, exact or reinforce.")] = "auto",
-    reference_samples: Annotated[Optional[int], typer.Option(help="Draws behind a REINFORCE reference "
-                                                             "(default: the task's).")] = None,
-    chunk_size: Annotated[int, typer.Option(help="Estimates per vectorised chunk.")] = 1 << 16,
-    warmup: Annotated[int, typer.Option(help="Adaptation steps of stateful estimators.")] = 1000,
+    **given_options,  # the RunOptions flags but --seed (gradbench.options), added by _run_options
 ):
     """Run a grid of cells (tasks × estimators × crossed parameters × seeds), resumably, in parallel or on Ray."""
     import shlex
 
-    from .sweep.grid import OPTION_NAMES, Grid
+    from .sweep.grid import Grid
     from .sweep.driver import SweepOptions, rerun_command, run_sweep
 
-    given = {name: value for name, value in (("samples", samples), ("engine", engine), ("device", device),
-                                             ("dtype", dtype), ("reference", reference),
-                                             ("reference_samples", reference_samples), ("chunk_size", chunk_size),
-                                             ("warmup", warmup)) if _given(ctx, name)}
+    given = {name: value for name, value in given_options.items() if _given(ctx, name)}
     seeds = _seeds(seed or [])
     if seeds:
         given["seed"] = seeds
@@ -305,12 +315,7 @@ SHOWN_METRICS = {  # metric -> column heading
 
 
 def _fmt(value: float, scale: float = 1.0) -> str:
-    if value is None or math.isnan(value):
-        return "–"
-    if math.isinf(value):
-        return "inf"
-    value *= scale
-    return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 or value == 0 else f"{value:.2e}"
+    return format_number(None if value is None else value * scale)
 
 
 def _cell(metric, scale: float = 1.0) -> str:
@@ -435,7 +440,6 @@ def list_(
     """List registered estimators and tasks: parameters, defaults and capabilities."""
     kinds = {"estimators": "estimator", "tasks": "task", "estimator": "estimator", "task": "task"}
     if what is not None and what not in kinds:
-        from .registry import did_you_mean
 
         raise UserError(f"cannot list {what!r}{did_you_mean(what, ['estimators', 'tasks'])} (choose estimators or tasks)")
     chosen = [kinds[what]] if what else ["estimator", "task"]
@@ -504,45 +508,41 @@ def _task_table() -> Table:
     return table
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Generate and check task datasets.")
+class _TaskCommands(TyperGroup):
+    """`gradbench data`: the sub-commands tasks declare (``Task.data_commands``), found through the registry.
+
+    Names come from the tasks' descriptions (the catalog for built-ins), so the core names no
+    task; a command's module is imported only when that command (or this group's help) runs.
+    """
+
+    def _targets(self) -> dict[str, tuple[str, str]]:
+        found: dict[str, tuple[str, str]] = {}
+        for task in tasks.names():
+            for name, target in tasks.info(task).commands.items():
+                if name in found:
+                    raise UserError(f"tasks {found[name][0]} and {task} both declare `gradbench data {name}`; "
+                                    "rename one of the commands")
+                found[name] = (task, target)
+        return found
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._targets()))
+
+    def get_command(self, ctx, name: str):
+        command = super().get_command(ctx, name)
+        target = self._targets().get(name)
+        if command is not None or target is None:
+            return command
+        module, _, attr = target[1].partition(":")
+        function = getattr(importlib.import_module(module), attr)
+        holder = typer.Typer()
+        holder.command(name)(function)
+        return typer.main.get_command(holder)  # one command: typer returns it, not a group
+
+
+data_app = typer.Typer(cls=_TaskCommands, no_args_is_help=True, help="Generate and check task datasets "
+                       "(the sub-commands are contributed by the tasks).")
 app.add_typer(data_app, name="data")
-
-
-@data_app.command("listops")
-def data_listops(
-    out: Annotated[Optional[Path], typer.Option(help="Write generated examples to this official-format file.")] = None,
-    check: Annotated[Optional[Path], typer.Option(help="Recompute every label of an official-format file; "
-                                                  "exit 1 if any differs.")] = None,
-    n: Annotated[int, typer.Option(help="Examples to generate.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Generator seed; same seed, same file.")] = 0,
-    max_args: Annotated[int, typer.Option(help="Most arguments of an operator.")] = 5,
-    max_depth: Annotated[int, typer.Option(help="Deepest nesting (the root is level 1).")] = 20,
-    branching_prob: Annotated[float, typer.Option(help="Probability that a node below max_depth is an "
-                                                  "operator.")] = 0.25,
-    min_length: Annotated[int, typer.Option(help="Shortest expression in tokens (parentheses excluded).")] = 4,
-    max_length: Annotated[int, typer.Option(help="Longest expression in tokens (99: under 100, as in GST).")] = 99,
-    duplicates: Annotated[bool, typer.Option("--duplicates/--unique", help="Allow repeated expressions.")] = False,
-):
-    """Write generated ListOps examples (--out) or check an official-format file's labels (--check)."""
-    from gradbench.tasks.listops import data
-
-    if (out is None) == (check is None):
-        raise UserError("give exactly one of --out FILE (generate) or --check FILE (verify labels)")
-    if check is not None:
-        result = data.check_file(check)
-        for m in result.mismatches[:20]:
-            console.print(f"{check}:{m.line}: label {m.stated}, value {m.computed}", markup=False, soft_wrap=True)
-        if len(result.mismatches) > 20:
-            console.print(f"... and {len(result.mismatches) - 20} more", markup=False)
-        console.print(f"{check}: {result.count} examples, {len(result.mismatches)} mismatched labels", markup=False,
-                      soft_wrap=True)
-        return 0 if result.ok else 1
-    if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
-    examples = data.generate(n, seed, max_args, max_depth, branching_prob, min_length, max_length, not duplicates)
-    data.write_tsv(out, examples)
-    console.print(f"wrote {len(examples)} examples to {out}", markup=False, soft_wrap=True)
-    return 0
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ parameters, and for training tasks also how to train with an estimator.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from torch import Tensor
 
 from .families.categorical import Distribution, Objective
 from .noise import NoiseSpec
-from .params import declared_params
+from .params import declared_params, plain
 
 
 @dataclass
@@ -53,7 +52,7 @@ class _Configured:
 
     def params_dict(self) -> dict[str, Any]:
         """All declared parameters with their values (defaults filled in)."""
-        return {k: _plain(getattr(self, k)) for k in declared_params(type(self))}
+        return {k: plain(getattr(self, k)) for k in declared_params(type(self))}
 
     def params_json(self) -> str:
         return json.dumps(self.params_dict(), sort_keys=True)
@@ -61,7 +60,7 @@ class _Configured:
     def changed_params(self) -> dict[str, Any]:
         """Parameters that differ from their defaults."""
         declared = declared_params(type(self))
-        return {k: v for k, v in self.params_dict().items() if v != _plain(declared[k].default)}
+        return {k: v for k, v in self.params_dict().items() if v != plain(declared[k].default)}
 
     @property
     def label(self) -> str:
@@ -70,10 +69,6 @@ class _Configured:
         if not changed:
             return self.name
         return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 class Estimator(_Configured, ABC):
@@ -244,13 +239,11 @@ class Task(_Configured, ABC):
     dtype: ClassVar[str] = "float64"
     default_samples: ClassVar[int] = 10_000  # estimates S when --samples is not given
     default_reference_samples: ClassVar[int] = 1_000_000  # draws behind a REINFORCE reference
+    # Sub-commands of `gradbench data` this task contributes: {name: "module:function"}, a typer-annotated
+    # function in a module that imports no torch (the CLI lists them from the catalog, loads one when run).
+    data_commands: ClassVar[dict[str, str]] = {}
     _capability_fields = ("families", "relaxed_f", "differentiable_f", "masks", "exact", "kind", "groups", "offers")
 
     def problem(self, device: torch.device, dtype: torch.dtype) -> Problem:
         """The expectation to measure gradients of (fixed tasks)."""
         raise TypeError(f"task {self.name!r} is a {self.kind} task and has no fixed problem")
-
-
-def replace(obj, **changes):
-    """dataclasses.replace for configured estimators and tasks."""
-    return dataclasses.replace(obj, **changes)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SpecError
+from .errors import SpecError, did_you_mean
 
 KINDS = ("float", "int", "bool", "str", "floats", "ints", "any")
 
@@ -87,7 +87,7 @@ class Param:
             if not isinstance(value, str):
                 raise SpecError(f"{where} must be a string, got {value!r}")
             if self.choices is not None and value not in self.choices:
-                raise SpecError(f"{where} must be {self.describe_range()}, got {value!r}{_suggest(value, self.choices)}")
+                raise SpecError(f"{where} must be {self.describe_range()}, got {value!r}{did_you_mean(value, self.choices)}")
             return value
         if self.kind in ("float", "int"):
             return self._number(where, value)
@@ -130,12 +130,6 @@ def _in_choices(value: Any, choices: tuple) -> bool:
     return isinstance(value, str) and value in choices
 
 
-def _suggest(value: str, choices) -> str:
-    from .registry import did_you_mean
-
-    return did_you_mean(value, choices)
-
-
 def param(default: Any, doc: str, *, kind: str | None = None, **constraints: Any):
     """A dataclass field declaring a hyperparameter (see :class:`Param`).
 
@@ -164,6 +158,11 @@ def _infer_kind(default: Any) -> str:
     return "any"
 
 
+def plain(value: Any) -> Any:
+    """A parameter value as JSON holds it: tuples (how frozen configurations store lists) become lists."""
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
 def declared_params(cls: type) -> dict[str, Param]:
     """The :class:`Param` declarations of a dataclass, in field order."""
     out = {}
@@ -176,8 +175,6 @@ def declared_params(cls: type) -> dict[str, Param]:
 
 def validate_kwargs(owner: str, params: dict[str, Param], kwargs: dict[str, Any]) -> dict[str, Any]:
     """Check keys and values of a spec against declarations; return coerced values."""
-    from .registry import did_you_mean
-
     out = {}
     for key, value in kwargs.items():
         if key not in params:

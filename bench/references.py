@@ -2,8 +2,8 @@
 
 exact: the task's closed form if it has one, otherwise autograd of
     Σ_x p_θ(x) f(x) over every joint configuration of the variables.
-reinforce: REINFORCE with a leave-one-out baseline (the registered ``rloo``
-    estimator, or the problem's own ``reinforce_reference`` when it has one) over
+reinforce: REINFORCE with a leave-one-out baseline (:class:`~gradbench.reinforce.LeaveOneOut`,
+    the core's own copy of ``rloo``, or the problem's own ``reinforce_reference`` when it has one) over
     groups of m draws; its standard error comes from the spread of the group
     estimates and widens every bias interval measured against it.
 """
@@ -20,9 +20,12 @@ from torch import Tensor
 from .contract import Problem
 from .errors import UserError
 from .noise import derive_seed
-from .engine import MeasureConfig, measure, replicate
+from .options import REFERENCE_MODES, check_value
+from .reinforce import LeaveOneOut
+from .engine import MeasureConfig, measure
+from .view import replicate
 
-MODES = ("auto", "exact", "reinforce")
+MODES = REFERENCE_MODES
 MAX_CONFIGURATIONS = 1 << 20
 
 
@@ -79,16 +82,13 @@ def enumerate_gradient(problem: Problem, max_configurations: int = MAX_CONFIGURA
 def reinforce_reference(problem: Problem, samples: int, seed: int, chunk_size: int = 1 << 16,
                         progress: Callable[[int], None] | None = None) -> Reference:
     """RLOO over ``samples`` draws in groups of m (up to 1000, at least 20 groups)."""
-    from .registry import estimators  # by name: the core never imports an estimator module
-
-    if samples < 40:
-        raise UserError(f"--reference-samples must be at least 40 for a REINFORCE reference, got {samples}")
+    check_value("reference_samples", samples)
     custom = problem.reinforce_reference(samples, seed, progress)
     if custom is not None:
         return custom
     m = max(2, min(1000, samples // 20))
     groups = samples // m
-    rloo = estimators.build(f"rloo(m={m})")
+    rloo = LeaveOneOut(m=m)
     config = MeasureConfig(samples=groups, seed=derive_seed(seed, "reference"), chunk_size=chunk_size)
     result = measure(problem, rloo, None, config,
                      progress=(lambda k: progress(k * m)) if progress else None)
@@ -104,8 +104,7 @@ def reinforce_reference(problem: Problem, samples: int, seed: int, chunk_size: i
 def resolve_reference(problem: Problem, mode: str, samples: int, seed: int, chunk_size: int = 1 << 16,
                       progress: Callable[[int], None] | None = None) -> Reference:
     """The reference for ``mode`` in MODES; ``auto`` prefers exact."""
-    if mode not in MODES:
-        raise UserError(f"unknown reference {mode!r}; choose one of {', '.join(MODES)}")
+    check_value("reference", mode)
     if mode in ("auto", "exact"):
         exact = exact_gradient(problem)
         if exact is not None:

@@ -10,14 +10,13 @@ imported when first described. In-process code can use the ``register`` decorato
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import json
 from dataclasses import dataclass, field
 from importlib import metadata, resources
-from typing import Any, Generic, Iterable, TypeVar
+from typing import Any, Generic, TypeVar
 
-from .errors import SpecError, UserError
+from .errors import SpecError, UserError, did_you_mean  # noqa: F401  (did_you_mean: re-exported)
 from .params import Param, declared_params, validate_kwargs
 from .spec import Spec, parse_spec
 
@@ -61,15 +60,6 @@ class RegistryError(UserError):
     """A name clash or an unloadable entry."""
 
 
-def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """'; did you mean X?' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    if not close and name:
-        # Prefix matches catch short typos difflib scores low ("gs" -> "gst").
-        close = [c for c in choices if c.startswith(name) or name.startswith(c)][:1]
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 @dataclass(frozen=True)
 class EntryInfo:
     """What is known about an entry without using it (serialisable)."""
@@ -81,20 +71,25 @@ class EntryInfo:
     params: dict[str, Param]
     capabilities: dict[str, Any]
     source: str = "gradbench"
+    commands: dict[str, str] = field(default_factory=dict)  # a task's `gradbench data` sub-commands
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "target": self.target,
             "description": self.description,
             "version": self.version,
             "params": {k: p.to_json() for k, p in self.params.items()},
             "capabilities": self.capabilities,
         }
+        if self.commands:
+            out["commands"] = dict(self.commands)
+        return out
 
     @classmethod
     def from_json(cls, name: str, data: dict, source: str = "gradbench") -> EntryInfo:
         params = {k: Param.from_json(p) for k, p in data["params"].items()}
-        return cls(name, data["target"], data["description"], data["version"], params, data["capabilities"], source)
+        return cls(name, data["target"], data["description"], data["version"], params, data["capabilities"], source,
+                   dict(data.get("commands", {})))
 
     @classmethod
     def from_class(cls, obj: type, target: str, source: str = "gradbench") -> EntryInfo:
@@ -108,6 +103,7 @@ class EntryInfo:
             params=declared_params(obj),
             capabilities=obj.capabilities_json(),
             source=source,
+            commands=dict(getattr(obj, "data_commands", {})),
         )
 
 

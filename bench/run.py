@@ -6,7 +6,6 @@ before anything is computed or written; :func:`execute` then does the work.
 
 from __future__ import annotations
 
-import math
 import os
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -14,49 +13,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
 from .errors import UserError
+from .options import RunOptions
 from .registry import compatibility, estimators, tasks
+from .schema import base_row, measurement_rows, metric_row, run_columns
 from .spec import Spec, parse_spec
-
-DTYPES = ("float32", "float64")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Options of a run (the CLI's flags); recorded in full in the run's sidecar."""
-
-    samples: int | None = None  # None: the task's default_samples
-    seed: int = 0
-    out: str = "results"
-    engine: str = "vectorized"
-    device: str = "auto"
-    dtype: str | None = None
-    reference: str = "auto"
-    reference_samples: int | None = None  # None: the task's default_reference_samples
-    chunk_size: int = 1 << 16
-    warmup: int = 1000
-
-    def check(self) -> None:
-        from .references import MODES
-        from .engine import ENGINES
-
-        if self.samples is not None and self.samples < 2:
-            raise UserError(f"--samples must be at least 2 (variance needs two estimates), got {self.samples}")
-        if self.engine not in ENGINES:
-            raise UserError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
-        if self.reference not in MODES:
-            raise UserError(f"unknown reference {self.reference!r}; choose one of {', '.join(MODES)}")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise UserError(f"unknown dtype {self.dtype!r}; choose float32 or float64")
-        if self.chunk_size < 1:
-            raise UserError(f"--chunk-size must be positive, got {self.chunk_size}")
-        if self.warmup < 0:
-            raise UserError(f"--warmup must be ≥ 0, got {self.warmup}")
-        if self.reference_samples is not None and self.reference_samples < 40:
-            raise UserError(f"--reference-samples must be at least 40, got {self.reference_samples}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise UserError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
 
 
 @dataclass
@@ -160,12 +121,9 @@ def execute(plan: Plan, progress_factory: Callable | None = None, console=None,
         result.rows.extend(rows)
         write_metrics(run_dir, result.rows)  # rewritten atomically: an interrupted run keeps what it recorded
 
-    common = {
-        "run_id": run_id, "created_at": created, "gradbench_version": __version__,
-        "torch_version": torch.__version__, "device": str(device), "dtype": dtype_name, "seed": options.seed,
-        "task": task.name, "task_version": task.version, "task_params": task.params_json(),
-        "engine": options.engine, "step": 0, "reference": options.reference, "reference_samples": 0,
-    }
+    common = run_columns(run_id=run_id, created_at=created, torch_version=torch.__version__, device=str(device),
+                         dtype=dtype_name, seed=options.seed, task=task.name, task_version=task.version,
+                         task_params=task.params_json(), engine=options.engine, reference=options.reference)
     progress = progress_factory() if progress_factory else nullcontext()
     try:
         with progress as bar:
@@ -233,9 +191,8 @@ def _train(task, built, options, device, dtype, common, record, result, bar, con
             if os.environ.get("GRADBENCH_DEBUG"):
                 raise
             _warn(console, estimator, exc)
-            record([dict(base_row(common, estimator, "", 0), param_group="", n_estimates=0, metric="failed",
-                         value=math.nan, ci_low=math.nan, ci_high=math.nan, status="failed",
-                         message=f"{type(exc).__name__}: {exc}")])
+            record([metric_row(base_row(common, estimator, "", 0), "failed", status="failed",
+                               message=f"{type(exc).__name__}: {exc}")])
 
 
 def _warn(console, estimator, exc) -> None:
@@ -249,31 +206,6 @@ def _failed(estimator, problem, message: str):
 
     groups = {g: GroupSummary(0, p.numel(), {}, None, "failed", message) for g, p in problem.parameters().items()}
     return Measurement(estimator, "", groups, 0.0, 0)
-
-
-def base_row(common: dict[str, Any], estimator, family: str, warmup: int) -> dict[str, Any]:
-    """The columns shared by every row of one estimator in one run."""
-    return dict(common, estimator=estimator.name, estimator_version=estimator.version,
-                estimator_params=estimator.params_json(), estimator_label=estimator.label, family=family,
-                warmup=warmup)
-
-
-def measurement_rows(common: dict[str, Any], result, step: int | None = None) -> list[dict[str, Any]]:
-    """Tidy rows (one per metric) for one measurement."""
-    base = base_row(common, result.estimator, result.family, result.warmup)
-    if step is not None:
-        base["step"] = step
-    rows = []
-    for group, summary in result.groups.items():
-        head = dict(base, param_group=group, n_estimates=summary.n, status=summary.status, message=summary.message)
-        if summary.status != "ok":
-            rows.append(dict(head, metric="failed", value=math.nan, ci_low=math.nan, ci_high=math.nan))
-        for name, m in summary.metrics.items():
-            rows.append(dict(head, metric=name, value=m.value, ci_low=m.ci_low, ci_high=m.ci_high))
-        # Diagnostics describe the whole measurement: repeated on each group so any group's rows are complete.
-        for name, value in result.extra.items():
-            rows.append(dict(head, metric=name, value=float(value), ci_low=math.nan, ci_high=math.nan))
-    return rows
 
 
 def _tracker(bar, description: str, total: int):

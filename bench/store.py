@@ -26,37 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import UserError
+from .schema import COLUMNS
 
-SCHEMA = pa.schema([
-    ("run_id", pa.string()),
-    ("created_at", pa.timestamp("us", tz="UTC")),
-    ("gradbench_version", pa.string()),
-    ("torch_version", pa.string()),
-    ("device", pa.string()),
-    ("dtype", pa.string()),
-    ("seed", pa.int64()),
-    ("task", pa.string()),
-    ("task_version", pa.int64()),
-    ("task_params", pa.string()),
-    ("estimator", pa.string()),
-    ("estimator_version", pa.int64()),
-    ("estimator_params", pa.string()),
-    ("estimator_label", pa.string()),
-    ("family", pa.string()),
-    ("engine", pa.string()),
-    ("warmup", pa.int64()),
-    ("step", pa.int64()),
-    ("param_group", pa.string()),
-    ("n_estimates", pa.int64()),
-    ("reference", pa.string()),
-    ("reference_samples", pa.int64()),
-    ("metric", pa.string()),
-    ("value", pa.float64()),
-    ("ci_low", pa.float64()),
-    ("ci_high", pa.float64()),
-    ("status", pa.string()),
-    ("message", pa.string()),
-])
+# The Arrow type of each Python column type in gradbench.schema.COLUMNS.
+_ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), datetime: pa.timestamp("us", tz="UTC")}
+SCHEMA = pa.schema([(name, _ARROW[kind]) for name, kind in COLUMNS.items()])
 
 METRICS_FILE = "metrics.parquet"
 SIDECAR_FILE = "_run.json"

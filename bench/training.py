@@ -22,6 +22,7 @@ import torch
 
 from .contract import Estimator, Problem, Task
 from .noise import derive_seed
+from .schema import base_row, measurement_rows, metric_row
 
 TRAINING_METRIC_GROUP = ""  # param_group of training-curve rows ("train/neg_elbo", "test/accuracy", ...)
 
@@ -78,19 +79,16 @@ class TrainingSession:
 
     def log(self, step: int, values: dict[str, float]) -> None:
         """Record training-curve values (e.g. {"train/neg_elbo": 112.3}) at ``step``."""
-        from .run import base_row
-
-        rows = [dict(base_row(self.common, self.estimator, "", 0), step=step, param_group=TRAINING_METRIC_GROUP,
-                     n_estimates=0, metric=name, value=float(value), ci_low=math.nan, ci_high=math.nan,
-                     status="ok" if math.isfinite(value) else "failed",
-                     message="" if math.isfinite(value) else "non-finite value")
+        base = base_row(self.common, self.estimator, "", 0)
+        rows = [metric_row(base, name, float(value), step=step, param_group=TRAINING_METRIC_GROUP,
+                           status="ok" if math.isfinite(value) else "failed",
+                           message="" if math.isfinite(value) else "non-finite value")
                 for name, value in values.items()]
         self.record(rows)
 
     def measure(self, step: int, problem: Problem, state: Any = None, samples: int | None = None) -> Any:
         """Reference and gradient measurement at frozen parameters; rows recorded at ``step``."""
         from .references import resolve_reference
-        from .run import measurement_rows
         from .engine import MeasureConfig, measure
 
         problem = problem.for_estimator(self.estimator)
@@ -108,11 +106,9 @@ class TrainingSession:
 
     def skip_measurement(self, step: int, groups: tuple[str, ...], reason: str) -> None:
         """Record that the gradient measurement at ``step`` was not made (status ``skipped``) and why."""
-        from .run import base_row
-
-        self.record([dict(base_row(self.common, self.estimator, "", 0), step=step, param_group=group,
-                          n_estimates=0, metric="skipped", value=math.nan, ci_low=math.nan, ci_high=math.nan,
-                          status="skipped", message=reason) for group in groups])
+        base = base_row(self.common, self.estimator, "", 0)
+        self.record([metric_row(base, "skipped", step=step, param_group=group, status="skipped", message=reason)
+                     for group in groups])
 
     def checkpoint_path(self, step: int) -> Path:
         path = self.run_dir / "_checkpoints" / f"{self.estimator.label}-seed{self.seed}-step{step}.pt"

@@ -56,7 +56,7 @@ class GenGS(Estimator):
     def surrogate(self, dist, f, noise, state):
         level = noise["sample"].shape[-1]  # fixed by noise(): no host work per chunk
         relaxed = STGS(self.tau) if self.hard else GumbelSoftmax(self.tau)
-        counts = Objective(lambda w: f.fn(dist.from_categorical(w)), f.relaxed, f.differentiable)
+        counts = Objective(lambda w: f.fn(dist.from_categorical(w)))
         return relaxed.surrogate(dist.truncated_categorical(level, self.tail), counts, noise, state)
 
     def diagnostics(self, dist):

@@ -13,25 +13,11 @@ from torch import Tensor
 
 from gradbench.contract import Estimator, Surrogate
 from gradbench.families.categorical import Distribution
-from gradbench.noise import NoiseSpec
 from gradbench.params import param
+from gradbench.reinforce import LeaveOneOut, score_surrogate, sum_units  # noqa: F401  (re-exported)
 from gradbench.registry import estimators
 
 ANY_FAMILY = ("*",)
-
-
-def score_surrogate(f_value: Tensor, log_prob: Tensor, baseline: Tensor | float = 0.0) -> Tensor:
-    """``f + sg(f − b)·(log p − sg(log p))``: its value is f, its gradient (f − b)·∇log p + ∇f.
-
-    The ∇f term is the pathwise dependence of f on parameters (a VAE's decoder); it is
-    zero for the distribution's own parameters because samples carry no gradient.
-    """
-    return f_value + (f_value - baseline).detach() * (log_prob - log_prob.detach())
-
-
-def sum_units(value: Tensor) -> Tensor:
-    """``[n, *units] -> [n]``: the objective is additive over units."""
-    return value.reshape(value.shape[0], -1).sum(1)
 
 
 def per_variable(value: Tensor, dist: Distribution) -> Tensor:
@@ -88,25 +74,11 @@ class ReinforceEMA(Estimator):
 
 @estimators.register
 @dataclass(frozen=True)
-class RLOO(Estimator):
+class RLOO(LeaveOneOut):
     """REINFORCE leave-one-out (Kool et al. 2019): m draws, each baselined by the mean of the others.
 
-    The estimate is the mean over the m draws; it costs m evaluations of f.
+    The estimate is the mean over the m draws; it costs m evaluations of f. The core's
+    high-sample reference is the same class (gradbench.reinforce), unregistered.
     """
 
     name = "rloo"
-    unbiased = True
-    families = ANY_FAMILY
-    evaluations = "m"
-    m: int = param(4, "draws per estimate", ge=2)
-
-    def noise(self, dist):
-        one = dist.sample_noise()
-        return {"samples": NoiseSpec(one.kind, (self.m, *one.shape))}
-
-    def surrogate(self, dist, f, noise, state):
-        x = dist.sample(noise["samples"])  # [m, n, ...]
-        fx = f(x, lead=1)  # [m, n, *units]
-        baseline = (fx.sum(0, keepdim=True) - fx) / (self.m - 1)
-        value = score_surrogate(fx, dist.log_prob_units(x), baseline).mean(0)
-        return Surrogate(sum_units(value))

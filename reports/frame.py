@@ -34,6 +34,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from gradbench.errors import UserError
+from gradbench.spec import parse_spec
+
 CURVE_GROUP = ""  # param_group of training-curve rows (gradbench.training.TRAINING_METRIC_GROUP)
 Z95 = 1.959963984540054
 BATCHES = 20  # gradbench.engine.MeasureConfig.batches
@@ -138,28 +141,22 @@ def task_labels(df: pd.DataFrame) -> pd.Series:
 
 
 def estimator_labels(df: pd.DataFrame, drop: tuple[str, ...] = ()) -> pd.Series:
-    """Per row: the estimator's spec with non-default parameters, leaving out those in ``drop``.
+    """Per row: the estimator's stored label (its spec with the parameters that differed from their
+    defaults when it ran), leaving out those in ``drop``.
 
-    Defaults come from the registry's declarations; an unknown estimator keeps its stored label.
+    From the stored rows only: a default changed since keeps old results' labels as they were.
     """
-    from gradbench.registry import estimators
-
     labels = {}
     for name, text, stored in df[["estimator", "estimator_params", "estimator_label"]].drop_duplicates().itertuples(
             index=False):
         try:
-            declared = estimators.info(name).params
-        except Exception:  # an estimator from a plugin that is not installed here
-            labels[(name, text)] = stored
+            changed = list(parse_spec(stored).kwargs)
+        except UserError:  # not a spec (written by hand): keep it as it is
+            labels[(name, text, stored)] = stored
             continue
-        params = json.loads(text)
-        changed = [k for k in declared if k not in drop and k in params and params[k] != _plain(declared[k].default)]
-        labels[(name, text)] = params_label(name, params, changed)
-    return pd.Series([labels[k] for k in zip(df["estimator"], df["estimator_params"])], index=df.index, dtype=object)
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
+        labels[(name, text, stored)] = params_label(name, json.loads(text), [k for k in changed if k not in drop])
+    keys = zip(df["estimator"], df["estimator_params"], df["estimator_label"])
+    return pd.Series([labels[k] for k in keys], index=df.index, dtype=object)
 
 
 def param_value(df: pd.DataFrame, key: str) -> pd.Series:

@@ -14,6 +14,8 @@ import math
 
 import pandas as pd
 
+from gradbench.numbers import format_number
+
 COLUMNS = {
     "variance": "variance",
     "work_normalized_variance": "variance × s",
@@ -23,18 +25,12 @@ COLUMNS = {
 _SCALE = {"seconds_per_estimate": 1e6}
 
 
-def _number(value: float) -> str:
-    if value is None or not math.isfinite(value):
-        return "–" if value is None or math.isnan(value) else "inf"
-    return f"{value:.3g}" if value == 0 or 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
-
-
 def _cell(row: pd.Series, metric: str) -> str:
     scale = _SCALE.get(metric, 1.0)
     value, low, high = (row.get((k, metric), math.nan) * scale for k in ("value", "ci_low", "ci_high"))
     if math.isnan(low):
-        return _number(value)
-    return f"{_number(value)} ±{_number(max(high - value, value - low))}"
+        return format_number(value)
+    return f"{format_number(value)} ±{format_number(max(high - value, value - low))}"
 
 
 def variance_table(frame: pd.DataFrame, baseline: str = "reinforce") -> str:
@@ -60,7 +56,7 @@ def variance_table(frame: pd.DataFrame, baseline: str = "reinforce") -> str:
     for (label, group), row in wide.iterrows():
         ratio = row[("value", "variance")] / base[group] if base is not None and base[group] > 0 else math.nan
         cells = [f"`{label}`"] + ([group] if len(groups) > 1 else []) + [_cell(row, m) for m in COLUMNS]
-        cells += [_number(ratio), str(int(warmups[label])) if warmups[label] else "–"]
+        cells += [format_number(ratio), str(int(warmups[label])) if warmups[label] else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     for (label, message) in frame[frame["status"] != "ok"][["estimator_label", "message"]].drop_duplicates().values:
         lines.append(f"| `{label}` | failed: {message} |")

@@ -83,30 +83,6 @@ class CountProblem(Problem):
         return out
 
 
-class _CountTask(Task):
-    """Shared behaviour of the count tasks; subclasses declare their parameters."""
-
-    exact = True
-    dtype = "float64"
-
-    def _values(self) -> tuple:
-        return self.rate if hasattr(self, "rate") else self.probs
-
-    def _fixed(self) -> dict:
-        return {"total_count": self.total_count} if hasattr(self, "total_count") else {}
-
-    def __post_init__(self):
-        size = len(self._values())
-        if len(self.target) not in (1, size):
-            raise SpecError(f"{self.name}: target has {len(self.target)} values for {size} variables; "
-                            "give one value or one per variable")
-
-    def problem(self, device, dtype):
-        values = torch.tensor(self._values(), device=device, dtype=dtype)
-        target = torch.tensor(self.target, device=device, dtype=dtype).expand(len(values)).clone()
-        return CountProblem(self.name, values, self._fixed(), target, self.objective, self.view_n, self.view_eps)
-
-
 def _target(default: float = 2.5):
     return param((default,), "target t in f(z) = (z − t)² or |z − t|: one value, or one per variable",
                  kind="floats", min_len=1)
@@ -133,6 +109,36 @@ def _probs(default: tuple):
                  min_len=1)
 
 
+@dataclass(frozen=True)
+class _CountTask(Task):
+    """Shared behaviour and parameters of the count tasks; subclasses add their distribution's parameters
+    (and may redeclare ``target`` with another default)."""
+
+    exact = True
+    dtype = "float64"
+    target: tuple = _target()
+    objective: str = _objective()
+    view_n: int | None = _view_n()
+    view_eps: float | None = _view_eps()
+
+    def _values(self) -> tuple:
+        return self.rate if hasattr(self, "rate") else self.probs
+
+    def _fixed(self) -> dict:
+        return {"total_count": self.total_count} if hasattr(self, "total_count") else {}
+
+    def __post_init__(self):
+        size = len(self._values())
+        if len(self.target) not in (1, size):
+            raise SpecError(f"{self.name}: target has {len(self.target)} values for {size} variables; "
+                            "give one value or one per variable")
+
+    def problem(self, device, dtype):
+        values = torch.tensor(self._values(), device=device, dtype=dtype)
+        target = torch.tensor(self.target, device=device, dtype=dtype).expand(len(values)).clone()
+        return CountProblem(self.name, values, self._fixed(), target, self.objective, self.view_n, self.view_eps)
+
+
 @tasks.register
 @dataclass(frozen=True)
 class PoissonTask(_CountTask):
@@ -142,10 +148,6 @@ class PoissonTask(_CountTask):
     families = ("poisson", "categorical")
     groups = ("rate",)
     rate: tuple = param((0.5, 3.0, 8.0), "rate λ_i > 0, one per variable", kind="floats", gt=0.0, min_len=1)
-    target: tuple = _target()
-    objective: str = _objective()
-    view_n: int | None = _view_n()
-    view_eps: float | None = _view_eps()
 
 
 @tasks.register
@@ -159,9 +161,6 @@ class BinomialTask(_CountTask):
     total_count: int = param(10, "number of trials N (a positive integer)", ge=1)
     probs: tuple = _probs((0.2, 0.5, 0.7))
     target: tuple = _target(4.5)
-    objective: str = _objective()
-    view_n: int | None = _view_n()
-    view_eps: float | None = _view_eps()
 
 
 @tasks.register
@@ -174,10 +173,6 @@ class NegativeBinomialTask(_CountTask):
     groups = ("probs",)
     total_count: float = param(3.0, "number of failures r > 0 (real values allowed)", gt=0.0)
     probs: tuple = _probs((0.3, 0.6))
-    target: tuple = _target()
-    objective: str = _objective()
-    view_n: int | None = _view_n()
-    view_eps: float | None = _view_eps()
 
 
 @tasks.register
@@ -190,6 +185,3 @@ class GeometricTask(_CountTask):
     groups = ("probs",)
     probs: tuple = _probs((0.3, 0.6))
     target: tuple = _target(1.5)
-    objective: str = _objective()
-    view_n: int | None = _view_n()
-    view_eps: float | None = _view_eps()

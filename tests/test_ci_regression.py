@@ -98,8 +98,9 @@ def _measure(suite, seed: int) -> pd.DataFrame:
     import torch
 
     from gradbench.references import resolve_reference
-    from gradbench.run import build, measurement_rows, prepare
     from gradbench.engine import MeasureConfig, measure
+    from gradbench.run import build, prepare
+    from gradbench.schema import measurement_rows, run_columns
     from gradbench.store import SCHEMA
 
     rows = []
@@ -107,10 +108,10 @@ def _measure(suite, seed: int) -> pd.DataFrame:
         plan = prepare(run.task, list(run.estimators), run.options)
         task, built = build(plan)
         problem = task.problem(torch.device("cpu"), torch.float64)
-        common = dict(run_id=f"seed{seed}", created_at=pd.Timestamp("2026-01-01", tz="UTC"),
-                      gradbench_version="0", torch_version=torch.__version__, device="cpu", dtype="float64",
-                      seed=seed, task=task.name, task_version=task.version, task_params=task.params_json(),
-                      engine="vectorized", step=0, reference="exact", reference_samples=0)
+        common = run_columns(run_id=f"seed{seed}", created_at=pd.Timestamp("2026-01-01", tz="UTC"),
+                             torch_version=torch.__version__, device="cpu", dtype="float64", seed=seed,
+                             task=task.name, task_version=task.version, task_params=task.params_json(),
+                             engine="vectorized", reference="exact")
         config = MeasureConfig(run.options.samples, seed, warmup=run.options.warmup)
         for estimator in built:
             target = problem.for_estimator(estimator)

@@ -136,3 +136,57 @@ def test_python_dash_m_and_console_script_agree():
     assert a.returncode == 0 and a.stdout.startswith("gradbench ")
     b = subprocess.run([sys.executable, "-m", "gradbench", "run", "--task", "nope", "-e", "gst"], capture_output=True, text=True)
     assert b.returncode == 2 and b.stderr.count("\n") == 1 and "Traceback" not in b.stderr
+
+
+def test_task_data_commands_come_from_the_registry_without_torch():
+    """`gradbench data` lists the commands tasks declare (Task.data_commands), and neither the
+    top-level help nor the group's help imports torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom gradbench.cli import app\n"
+            "top = CliRunner().invoke(app, ['--help'])\ngroup = CliRunner().invoke(app, ['data', '--help'])\n"
+            "assert top.exit_code == 0 and group.exit_code == 0, (top.output, group.output)\n"
+            "assert 'listops' in group.output, group.output\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    from gradbench.registry import tasks
+
+    assert tasks.info("listops").commands == {"listops": "gradbench.tasks.listops.cli:data_listops"}
+
+
+def test_run_and_sweep_flags_come_from_the_one_options_definition():
+    """Every RunOptions field is a flag of `run` and of `sweep` (sweep spells --seed itself, as a list)."""
+    import typer.main
+
+    from gradbench.options import RunOptions, cli_fields
+
+    commands = {c.name: c for c in typer.main.get_command(app).commands.values()}
+    for command, own in (("run", set()), ("sweep", {"seed"})):
+        flags = {p.name for p in commands[command].params}
+        assert {f.name for f in cli_fields()} - own <= flags, command
+        helps = {p.name: p.help for p in commands[command].params}
+        for f in cli_fields():
+            if f.name not in own:
+                assert helps[f.name] == f.metadata["help"]
+    assert {f.name for f in cli_fields()} == {f.name for f in __import__("dataclasses").fields(RunOptions)} - {"out"}
+
+
+def test_threads_flag_sets_torch_threads_and_keeps_numbers(tmp_path):
+    """--threads 2 and the default (1) store bit-identical float64 numbers; --threads -1 is a clean error."""
+    rows = {}
+    for threads in (1, 2):
+        out = tmp_path / f"t{threads}"
+        result = invoke("run", "--task", "toy-quadratic", "-e", "reinforce", "-e", "stgs", "--samples", 400,
+                        "--threads", threads, "--out", out)
+        assert result.exit_code == 0, result.output
+        run = next(out.iterdir())
+        assert store.read_sidecar(run)["environment"]["torch_threads"] == threads
+        frame = store.read_results(out)
+        frame = frame[~frame["metric"].isin(["seconds_per_estimate", "work_normalized_variance"])]
+        rows[threads] = frame.sort_values(["estimator", "param_group", "metric"])[["metric", "value"]].to_numpy().tolist()
+    assert rows[1] == rows[2]
+    bad = invoke("run", "--task", "toy-quadratic", "-e", "gst", "--threads", -1, "--out", tmp_path / "bad")
+    assert bad.exit_code == 2 and "--threads must be at least 0" in bad.output
+    assert not (tmp_path / "bad").exists()

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import pytest
 
 from gradbench.contract import Estimator, Surrogate
-from gradbench.errors import SpecError
+from gradbench.errors import SpecError, did_you_mean
 from gradbench.registry import (
-    EntryInfo, Registry, RegistryError, build_catalog, compatibility, did_you_mean, estimators, load_catalog, tasks,
+    EntryInfo, Registry, RegistryError, build_catalog, compatibility, estimators, load_catalog, tasks,
 )
 
 
@@ -130,3 +130,25 @@ def test_compatibility_from_declarations():
 def test_catalog_json_is_plain_data():
     text = json.dumps(load_catalog())
     assert "gradbench.estimators.gst:GST" in text
+
+
+def test_registry_names_are_not_shadowed_by_the_builtin_subpackages():
+    """``gradbench.ESTIMATORS`` stays the registry once a built-in module has loaded (issue 11).
+
+    Before, ``gradbench.estimators`` was advertised as the registry, but importing any
+    built-in estimator bound the subpackage of the same name over it.
+    """
+    code = (
+        "import gradbench\n"
+        "from gradbench.registry import estimators, tasks\n"
+        "gradbench.ESTIMATORS.build('gst')\n"
+        "gradbench.TASKS.build('toy-quadratic')\n"
+        "assert gradbench.ESTIMATORS is estimators and gradbench.TASKS is tasks\n"
+        "assert 'gst' in gradbench.ESTIMATORS.names() and 'toy-quadratic' in gradbench.TASKS.names()\n"
+        "import gradbench.estimators, gradbench.tasks\n"
+        "assert gradbench.estimators.__name__ == 'gradbench.estimators'  # the subpackage, and only that\n"
+        "assert gradbench.tasks.__name__ == 'gradbench.tasks'\n"
+        "assert 'ESTIMATORS' in gradbench.__all__ and 'estimators' not in gradbench.__all__\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 from gradbench.cli import app
 from gradbench.errors import UserError
 from gradbench.registry import compatibility, estimators, tasks
-from gradbench.sweep.suites import expand_estimators, load_suite, read_suites
+from gradbench.sweep.grid import expand_estimators
+from gradbench.sweep.suites import load_suite, read_suites
 
 runner = CliRunner()
 

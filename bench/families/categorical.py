@@ -95,11 +95,6 @@ class Categorical(Distribution):
         return self.logits.shape[-1]
 
     @property
-    def log_probs(self) -> Tensor:
-        """Normalised log-probabilities ``[n, *batch, K]`` (-inf where masked)."""
-        return self._dist._categorical.logits
-
-    @property
     def probs(self) -> Tensor:
         return self._dist.probs
 
@@ -182,8 +177,8 @@ def one_hot_argmax(scores: Tensor) -> Tensor:
 class Objective:
     """f: ``x [N, *batch(, K)] -> [N, *batch[:units]]``, additive over units.
 
-    relaxed: f accepts points of the simplex (or real values between outcomes).
-    differentiable: f is differentiable in x (straight-through estimators need it).
+    Whether f accepts relaxed points or is differentiable is the task's declaration
+    (``Task.relaxed_f``, ``Task.differentiable_f``), checked before a run, not a property of f.
     log_joint: for latent-variable tasks that offer importance weights, log p(x, z)
         per unit (same shapes as fn); multi-sample estimators (VIMCO) combine it
         with the distribution's own log q(z) into w = p(x, z)/q(z).
@@ -193,8 +188,6 @@ class Objective:
     """
 
     fn: Callable[[Tensor], Tensor]
-    relaxed: bool = True
-    differentiable: bool = True
     log_joint: Callable[[Tensor], Tensor] | None = None
     context: Tensor | None = None
 

@@ -155,7 +155,7 @@ class CategoricalSequence(Distribution):
             value = self.process.finish(self._replay(shaped)[1])
             return value.reshape(x.shape[0], *value.shape[1 + shaped.dim() - x.dim():])
 
-        return Objective(fn, self.process.relaxed, self.process.differentiable)
+        return Objective(fn)
 
     def step_template(self) -> Categorical:
         """Every decision as a categorical ``[n, *batch, T, K]`` (zero logits, the static mask).
@@ -238,7 +238,7 @@ class CategoricalSequence(Distribution):
                                     "it cannot be applied one decision at a time")
                 return run(advance(x.reshape(logits.shape)), t + 1).reshape(folded)
 
-            objective = Objective(rest, process.relaxed, process.differentiable)
+            objective = Objective(rest)
             return estimator.surrogate(dist, objective, step_noise(t), state).value.reshape(n, *units)
 
         return run(process.start(), 0).reshape(n, -1).sum(1)

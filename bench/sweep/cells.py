@@ -9,7 +9,6 @@ publishes nothing.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, replace
@@ -28,14 +27,6 @@ class Outcome:
     status: str
     seconds: float = 0.0
     error: str = ""
-
-
-def set_threads(threads: int | None) -> None:
-    """Torch intra-op threads for this process (None: leave torch's default)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def cell_device(cell: Cell, worker: int = 0) -> str:
@@ -107,23 +98,21 @@ def _add_failed_row(work: Path, cell: Cell, error: str) -> None:
     """Append a ``failed`` row to whatever the cell recorded before it failed."""
     import pyarrow.parquet as pq
 
-    from .. import __version__
+    from ..schema import estimator_columns, metric_row, run_columns
     from ..store import METRICS_FILE, write_metrics
 
     path = work / METRICS_FILE
     rows = pq.read_table(path).to_pylist() if path.exists() else []
     ident = cell.identity
     task, estimator = ident["task"], ident["estimator"]
-    rows.append({
-        "run_id": cell.name, "created_at": datetime.now(timezone.utc), "gradbench_version": __version__,
-        "torch_version": _torch_version(), "device": cell.device, "dtype": ident["dtype"], "seed": ident["seed"],
-        "task": task["name"], "task_version": task["version"], "task_params": _json(task["params"]),
-        "estimator": estimator["name"], "estimator_version": estimator["version"],
-        "estimator_params": _json(estimator["params"]), "estimator_label": cell.estimator_label, "family": "",
-        "engine": ident["engine"], "warmup": ident["warmup"], "step": 0, "param_group": "", "n_estimates": 0,
-        "reference": ident["reference"], "reference_samples": 0, "metric": "failed", "value": math.nan,
-        "ci_low": math.nan, "ci_high": math.nan, "status": "failed", "message": error,
-    })
+    common = run_columns(run_id=cell.name, created_at=datetime.now(timezone.utc), torch_version=_torch_version(),
+                         device=cell.device, dtype=ident["dtype"], seed=ident["seed"], task=task["name"],
+                         task_version=task["version"], task_params=_json(task["params"]), engine=ident["engine"],
+                         reference=ident["reference"])
+    base = estimator_columns(common, estimator=estimator["name"], estimator_version=estimator["version"],
+                             estimator_params=_json(estimator["params"]), estimator_label=cell.estimator_label,
+                             family="", warmup=ident["warmup"])
+    rows.append(metric_row(base, "failed", status="failed", message=error))
     write_metrics(work, rows)
 
 

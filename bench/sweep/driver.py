@@ -17,11 +17,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field, fields
 from typing import Callable
 
-from .cells import Outcome, cell_device, run_cell, set_threads
+from .cells import Outcome, cell_device, run_cell
 from .cell_folders import CellStore
 from ..errors import UserError
 from .grid import Cell, Grid, expand, resolve
-from ..run import RunOptions
+from ..options import RunOptions, set_threads
 
 BACKENDS = ("local", "ray")
 

@@ -20,15 +20,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import UserError
-from ..registry import did_you_mean, estimators, tasks
-from ..run import RunOptions, validate_specs
+from ..errors import UserError, did_you_mean
+from ..registry import compatibility, estimators, tasks
+from ..options import OPTION_NAMES, RunOptions
+from ..run import validate_specs
 from ..spec import Spec, parse_spec
 
-OPTION_NAMES = tuple(f.name for f in fields(RunOptions) if f.name != "out")
+ALL_ESTIMATORS = "*"  # in a grid or suite: every registered estimator that fits the task
 ID_LENGTH = 12  # hex digits of the cell id: 48 bits, collisions negligible below millions of cells
 
 
@@ -100,8 +101,6 @@ def expand(grid: Grid) -> list[tuple[str, str, RunOptions]]:
     Checks names, keys, types, ranges, compatibility and options from declarations
     only (nothing is built or imported).
     """
-    from .suites import expand_estimators
-
     for key in grid.options:
         if key not in OPTION_NAMES:
             raise UserError(f"{grid.where}: unknown option {key!r}{did_you_mean(key, OPTION_NAMES)}")
@@ -170,3 +169,16 @@ def resolve(triples: list[tuple[str, str, RunOptions]], auto_device: str) -> tup
 
 def options_dict(options: RunOptions) -> dict[str, Any]:
     return {k: v for k, v in asdict(options).items() if k != "out"}
+
+
+def expand_estimators(task: str, given: list[str]) -> list[str]:
+    """Replace "*" by every registered estimator that fits ``task`` (default configuration)."""
+    if ALL_ESTIMATORS not in given:
+        return list(given)
+    task_info = tasks.info(tasks.validate(parse_spec(task)).name)
+    explicit = [e for e in given if e != ALL_ESTIMATORS]
+    named = {parse_spec(e).name for e in explicit if "(" not in e}
+    fitting = [n for n in estimators.names()
+               if n not in named and compatibility(estimators.info(n), task_info)[0]]
+    position = given.index(ALL_ESTIMATORS)
+    return explicit[:position] + fitting + explicit[position:]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .cells import Outcome, record_failure, run_cell, set_threads
+from ..options import set_threads
+from .cells import Outcome, record_failure, run_cell
 from .cell_folders import CellStore
 from ..errors import UserError
 from .grid import Cell

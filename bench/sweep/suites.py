@@ -33,13 +33,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from .grid import Grid
-from ..registry import compatibility, did_you_mean, estimators, tasks
-from ..run import RunOptions
-from ..spec import parse_spec
+from ..errors import UserError, did_you_mean
+from ..options import RunOptions
+from .grid import Grid, expand_estimators  # noqa: F401  (expand_estimators: re-exported)
 
-ALL_ESTIMATORS = "*"
 _OPTION_TYPES = {f.name: f.type for f in fields(RunOptions) if f.name != "out"}
 _GRID_KEYS = ("estimator_grid", "task_grid")
 _RUN_KEYS = ("task", "estimators", *_GRID_KEYS, *_OPTION_TYPES)
@@ -175,16 +172,3 @@ def _check_value(where: str, key: str, value: Any) -> None:
     ok = {"int": isinstance(value, int) and not isinstance(value, bool), "str": isinstance(value, str)}.get(kind, True)
     if not ok:
         raise UserError(f"{where}: {key} must be {'an integer' if kind == 'int' else 'a string'}, got {value!r}")
-
-
-def expand_estimators(task: str, given: list[str]) -> list[str]:
-    """Replace "*" by every registered estimator that fits ``task`` (default configuration)."""
-    if ALL_ESTIMATORS not in given:
-        return list(given)
-    task_info = tasks.info(tasks.validate(parse_spec(task)).name)
-    explicit = [e for e in given if e != ALL_ESTIMATORS]
-    named = {parse_spec(e).name for e in explicit if "(" not in e}
-    fitting = [n for n in estimators.names()
-               if n not in named and compatibility(estimators.info(n), task_info)[0]]
-    position = given.index(ALL_ESTIMATORS)
-    return explicit[:position] + fitting + explicit[position:]

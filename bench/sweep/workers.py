@@ -20,7 +20,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .cells import Outcome, cell_device, record_failure, run_cell, set_threads
+from ..options import set_threads
+from .cells import Outcome, cell_device, record_failure, run_cell
 from .cell_folders import CellStore
 from .grid import Cell
 

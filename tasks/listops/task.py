@@ -45,6 +45,7 @@ class ListOps(TrainingTask):
     exact = True
     groups = ("query", "model")
     dtype: ClassVar[str] = "float32"
+    data_commands: ClassVar[dict[str, str]] = {"listops": "gradbench.tasks.listops.cli:data_listops"}
 
     preset: str = param("cpu", "cpu (a few CPU minutes) or gst-paper (the published setup)",
                         choices=("cpu", "gst-paper"))

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from gradbench.errors import DataError
+from gradbench.params import plain
 
 FORMAT = 1
 ARCHITECTURE = ("latent", "latents", "categories", "encoder_hidden", "decoder_hidden", "activation")
@@ -53,12 +54,8 @@ def load(path: str | os.PathLike, architecture: dict[str, Any] | None = None) ->
     if architecture is not None:
         saved = payload.get("architecture", {})
         for key in ARCHITECTURE:
-            want, have = _plain(architecture.get(key)), _plain(saved.get(key))
+            want, have = plain(architecture.get(key)), plain(saved.get(key))
             if want != have:
                 raise DataError(f"checkpoint {path} has {key}={have!r} but the task has {key}={want!r}; "
                                 f"set {key}={have!r} in the task spec to load it")
     return payload
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, (tuple, list)) else value

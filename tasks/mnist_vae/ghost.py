@@ -47,10 +47,6 @@ class EncoderMap:
             self.grams = [h @ h.T if g else None for h, g in zip(inputs, self.ghost)]
         self.dim = sum(o * i + o for o, i in self.shapes)
 
-    @property
-    def out_features(self) -> int:
-        return self.shapes[-1][0]
-
     def backward(self, grad_out: Tensor) -> tuple[Tensor, Tensor]:
         """For output gradients ``[n, B, out]``: (Σ_s Jᵀ G_s ``[P]``, ‖Jᵀ G_s‖² ``[n]``)."""
         delta = grad_out

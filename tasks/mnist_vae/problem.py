@@ -113,7 +113,7 @@ class VAEProblem(Problem):
     # -- helpers -----------------------------------------------------------------------
     def view(self, estimator: Estimator):
         """The estimator's view of this problem (native, or categorical for Bernoulli latents)."""
-        from gradbench.engine import View
+        from gradbench.view import View
 
         key = id(estimator)
         if key not in self._views:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from gradbench.errors import UserError
 from gradbench.noise import NoiseSource, derive_seed
+from gradbench.options import check_value
 from gradbench.references import Reference
 
 from .problem import VAEProblem
@@ -75,8 +76,7 @@ def _log_q(problem: VAEProblem, logits: Tensor, configs: Tensor) -> Tensor:
 def reinforce_reference(problem: VAEProblem, samples: int, seed: int,
                         progress: Callable[[int], None] | None = None) -> Reference:
     """REINFORCE-LOO over ``samples`` draws per image, in G groups of m (as the core's reference)."""
-    if samples < 40:
-        raise UserError(f"--reference-samples must be at least 40 for a REINFORCE reference, got {samples}")
+    check_value("reference_samples", samples)
     m = max(2, min(1000, samples // 20))
     groups = samples // m
     batch = problem.images.shape[0]

@@ -69,7 +69,7 @@ class _VAETask(TrainingTask):
     # The CPU-sized run both tasks share; presets and explicit parameters override it.
     DEFAULTS: ClassVar[dict[str, Any]] = {"binarize": "dynamic", "epochs": CPU_EPOCHS,
                                           "measure_every": CPU_MEASURE_EVERY, "iwae_every": CPU_MEASURE_EVERY}
-    PRESETS: ClassVar[dict[str, dict[str, Any]]]
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}  # named protocols: {preset: {parameter: value}}
     relaxed_f = True
     differentiable_f = True
     groups = ("encoder", "logits")
@@ -157,7 +157,6 @@ class MnistVAEBinary(_VAETask):
     families = ("bernoulli", "categorical")
     # DisARM's models (Dong, Mnih & Tucker 2020; batch 50, Adam 1e-4): "linear" is the default
     # with lr=1e-4; "nonlinear" adds encoder_hidden=[200, 200] (LeakyReLU 0.3, decoder mirrored).
-    PRESETS = {}
     dataset: str = _common("dataset")
     data_dir: str | None = _common("data_dir")
     binarize: str | None = _common("binarize")

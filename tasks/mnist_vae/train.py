@@ -27,7 +27,7 @@ from torch import Tensor
 
 from gradbench.contract import Problem
 from gradbench.noise import NoiseSource, derive_seed
-from gradbench.engine import View
+from gradbench.view import View
 
 from . import checkpoint
 from . import data as mnist
