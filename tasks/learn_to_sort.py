@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from gradbench.contract import Problem
-from gradbench.engine import View
+from gradbench.view import View
 from gradbench.errors import SpecError
 from gradbench.families.categorical import Objective
 from gradbench.families.permutation import PlackettLuce, descending_order, permutation_matrix
