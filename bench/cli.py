@@ -23,6 +23,7 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, TyperException
 
 from . import __version__
+from .capabilities import estimator_lines, task_lines
 from .errors import UserError, did_you_mean
 from .numbers import format_number
 from .options import OPTION_NAMES, THREADS, RunOptions, cli_fields, threads_set
@@ -457,11 +458,6 @@ def _params_text(info) -> str:
     return "\n".join(parts) or "–"
 
 
-def _when(condition: str) -> str:
-    """'!hard' -> ' when hard=False'."""
-    return f" when {condition.lstrip('!')}={not condition.startswith('!')}"
-
-
 def _estimator_table() -> Table:
     table = Table(title="estimators", show_lines=True)
     table.add_column("name", no_wrap=True)
@@ -470,18 +466,7 @@ def _estimator_table() -> Table:
     task_infos = [tasks.info(n) for n in tasks.names()]
     for name in estimators.names():
         info = estimators.info(name)
-        cap = info.capabilities
-        caps = [
-            ("unbiased" + _when(cap["unbiased"])) if isinstance(cap["unbiased"], str)
-            else "unbiased" if cap["unbiased"] else "biased",
-            "families: " + ", ".join("any" if f == "*" else f for f in cap["families"]),
-            f"f evaluations: {cap['evaluations']}",
-        ]
-        for key, text in (("differentiable_f", "needs differentiable f"), ("relaxed_f", "evaluates f at relaxed points"),
-                          ("stateful", "stateful"), ("masks", "masks")):
-            if cap.get(key):
-                caps.append(text + (_when(cap[key]) if isinstance(cap[key], str) else ""))
-        caps += [f"requires {r}" for r in cap.get("requires", [])]
+        caps = estimator_lines(info.capabilities)
         fits = [t.name for t in task_infos if compatibility(info, t)[0]]
         table.add_row(name, info.description, _params_text(info), "\n".join(caps), ", ".join(fits) or "–")
     return table
@@ -494,18 +479,27 @@ def _task_table() -> Table:
         table.add_column(col)
     for name in tasks.names():
         info = tasks.info(name)
-        cap = info.capabilities
-        caps = [
-            f"{cap['kind']} task",
-            "families: " + ", ".join(cap["families"]),
-            "exact reference" if cap["exact"] else "REINFORCE reference",
-            "groups: " + ", ".join(cap["groups"]),
-        ]
-        if not cap.get("relaxed_f"):
-            caps.append("f only at discrete points")
-        caps += [f"offers {o}" for o in cap.get("offers", [])]
+        caps = task_lines(info.capabilities)
         table.add_row(name, info.description, _params_text(info), "\n".join(caps))
     return table
+
+
+@app.command()
+def regenerate(
+    only: Annotated[Optional[list[str]], typer.Option(help="A part to regenerate: catalog (catalog.json, "
+                                                       "docs/estimators.md), tables (docs/results/*.md, minutes) or "
+                                                       "baseline (tests/baselines/ci, minutes); repeatable. "
+                                                       "Default: all.")] = None,
+    check: Annotated[bool, typer.Option(help="Compare with what is committed and write nothing; exit 1 if stale.")] = False,
+):
+    """Regenerate everything derived from the code (after adding or changing an estimator or task)."""
+    from .regenerate import PARTS, main as regenerate_main
+
+    for part in only or []:
+        if part not in PARTS:
+            raise UserError(f"unknown part {part!r} for --only{did_you_mean(part, PARTS)} (choose {', '.join(PARTS)})")
+    args = [a for part in only or [] for a in ("--only", part)] + (["--check"] if check else [])
+    raise typer.Exit(regenerate_main(args))
 
 
 class _TaskCommands(TyperGroup):

@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from . import capabilities
+from .capabilities import FromParam, PerCategory
 from .families.categorical import Distribution, Objective
 from .noise import NoiseSpec
 from .params import declared_params, plain
@@ -44,11 +46,22 @@ class _Configured:
 
     @classmethod
     def capabilities_json(cls) -> dict:
+        """Declared capabilities as JSON (typed ones as objects, see gradbench.capabilities)."""
+        declared = declared_params(cls)
         out = {}
         for key in cls._capability_fields:
             value = getattr(cls, key)
-            out[key] = list(value) if isinstance(value, tuple) else value
+            if isinstance(value, str) and (value.lstrip("!") in declared or value.startswith("!")):
+                fix = f"FromParam({value.lstrip('!')!r}{', negate=True' if value.startswith('!') else ''})"
+                raise TypeError(f"{cls.__name__}.{key} = {value!r} names a parameter as a string; declare {fix} "
+                                "(from gradbench.capabilities import FromParam)")
+            out[key] = capabilities.to_json(value)
         return out
+
+    def capability(self, key: str) -> Any:
+        """A declared capability for this configuration (FromParam resolved; PerCategory as declared)."""
+        return capabilities.resolve(getattr(type(self), key), declared_params(type(self)),
+                                    {k: getattr(self, k) for k in declared_params(type(self))})
 
     def params_dict(self) -> dict[str, Any]:
         """All declared parameters with their values (defaults filled in)."""
@@ -79,30 +92,38 @@ class Estimator(_Configured, ABC):
       families: distribution families handled ("categorical", "bernoulli", "poisson", ...).
           A task whose variables have a categorical view (a Bernoulli variable as two
           categories) can be used by categorical estimators.
-      evaluations: evaluations of f per estimate (an int, or the name of the
-          hyperparameter that sets it, such as "m").
+      evaluations: evaluations of f per estimate: an int, ``FromParam("m")`` for the
+          hyperparameter that sets it, or ``PerCategory(plus=1)`` for K·D + 1.
       differentiable_f: uses df/dx (straight-through and relaxed estimators).
       relaxed_f: evaluates f at non-discrete points (relaxed samples).
       masks: supports categoricals with masked (invalid) categories.
       stateful: carries state that ``update`` adapts.
       requires: task features needed (e.g. "importance_weights" for VIMCO).
+    unbiased, differentiable_f, relaxed_f and masks may also be ``FromParam("hard",
+    negate=True)``: set by a boolean hyperparameter (here: true when hard=False).
+    The conformance suite checks every declaration (tests/test_conformance.py).
     """
 
-    unbiased: ClassVar[bool]
+    unbiased: ClassVar[bool | FromParam]
     families: ClassVar[tuple[str, ...]] = ("categorical",)
-    evaluations: ClassVar[int | str] = 1
-    differentiable_f: ClassVar[bool] = False
-    relaxed_f: ClassVar[bool] = False
-    masks: ClassVar[bool] = True
+    evaluations: ClassVar[int | FromParam | PerCategory] = 1
+    differentiable_f: ClassVar[bool | FromParam] = False
+    relaxed_f: ClassVar[bool | FromParam] = False
+    masks: ClassVar[bool | FromParam] = True
     stateful: ClassVar[bool] = False
     requires: ClassVar[tuple[str, ...]] = ()
     _capability_fields = (
         "unbiased", "families", "evaluations", "differentiable_f", "relaxed_f", "masks", "stateful", "requires",
     )
 
-    def n_evaluations(self) -> int:
-        """Evaluations of f per estimate for this configuration."""
-        return self.evaluations if isinstance(self.evaluations, int) else int(getattr(self, self.evaluations))
+    def n_evaluations(self, dist: Distribution | None = None) -> int:
+        """Evaluations of f per estimate for this configuration (on ``dist``, for PerCategory counts)."""
+        evaluations = self.capability("evaluations")
+        if isinstance(evaluations, PerCategory):
+            if dist is None:
+                raise TypeError(f"{self.name}'s evaluations ({evaluations}) depend on the task: pass its distribution")
+            return evaluations.count_for(dist)
+        return int(evaluations)
 
     def noise(self, dist: Distribution) -> dict[str, NoiseSpec]:
         """Per-estimate noise this estimator needs; by default one exact sample's worth.

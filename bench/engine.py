@@ -144,7 +144,7 @@ def measure(problem: Problem, estimator: Estimator, reference: dict[str, Tensor]
     noise_source = NoiseSource(config.seed, "measure", device, dtype)
     chunk = chunk_size_for(estimator, view.template, config.chunk_size)
     if problem.chunk_limit is not None:  # counted in evaluations of f: RLOO(m) holds m per estimate
-        chunk = min(chunk, max(1, problem.chunk_limit // estimator.n_evaluations()))
+        chunk = min(chunk, max(1, problem.chunk_limit // estimator.n_evaluations(view.template)))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for start, stop, batch in plan_chunks(config.samples, config.batches, chunk):
         t0 = time.perf_counter()

@@ -1,9 +1,11 @@
 """One registry type for estimators and tasks.
 
 Entries are lazy ``"module:attr"`` targets. Built-in entries come with their
-description, parameters and capabilities from ``catalog.json`` (generated from the
-classes by ``python -m gradbench.registry``; a test keeps it current), so listing
-and validating specs never imports torch. Third-party entries come from the
+description, parameters and capabilities from ``catalog.json``, so listing and
+validating specs never imports torch. The catalog is generated from every module
+found under the ``gradbench.estimators`` and ``gradbench.tasks`` packages (a new
+built-in is one file there) by ``gradbench regenerate --only catalog``; a test keeps
+it current. Third-party entries come from the
 entry-point groups ``gradbench.estimators`` and ``gradbench.tasks`` and are
 imported when first described. In-process code can use the ``register`` decorator.
 """
@@ -12,10 +14,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from typing import Any, Generic, TypeVar
 
+from . import capabilities
 from .errors import SpecError, UserError, did_you_mean  # noqa: F401  (did_you_mean: re-exported)
 from .params import Param, declared_params, validate_kwargs
 from .spec import Spec, parse_spec
@@ -25,35 +29,8 @@ T = TypeVar("T")
 # The native family of decision sequences (gradbench.families.sequence; spelled out here so listing never imports torch).
 SEQUENCE_FAMILY = "categorical-sequence"
 
-# Modules whose classes make up the built-in catalog (imported only to regenerate it).
-BUILTIN_MODULES = {
-    "estimator": [
-        "gradbench.estimators.score_function",
-        "gradbench.estimators.relaxed",
-        "gradbench.estimators.gumbel_rao",
-        "gradbench.estimators.gst",
-        "gradbench.estimators.nvil",
-        "gradbench.estimators.vimco",
-        "gradbench.estimators.taylor",
-        "gradbench.estimators.binary",
-        "gradbench.estimators.rebar",
-        "gradbench.estimators.indecater",
-        "gradbench.estimators.gengs",
-        "gradbench.estimators.neuralsort",
-        "gradbench.estimators.softsort",
-        "gradbench.estimators.gumbel_sinkhorn",
-        "gradbench.estimators.pl_relax",
-    ],
-    "task": [
-        "gradbench.tasks.toy",
-        "gradbench.tasks.toy_latent",
-        "gradbench.tasks.counts",
-        "gradbench.tasks.toy_permutation",
-        "gradbench.tasks.learn_to_sort",
-        "gradbench.tasks.mnist_vae.task",
-        "gradbench.tasks.listops.task",
-    ],
-}
+# Packages whose modules make up the built-in catalog (walked and imported only to regenerate it).
+BUILTIN_PACKAGES = {"estimator": "gradbench.estimators", "task": "gradbench.tasks"}
 
 
 class RegistryError(UserError):
@@ -69,7 +46,7 @@ class EntryInfo:
     description: str
     version: int
     params: dict[str, Param]
-    capabilities: dict[str, Any]
+    capabilities: dict[str, Any]  # as declared: plain values, FromParam, PerCategory (gradbench.capabilities)
     source: str = "gradbench"
     commands: dict[str, str] = field(default_factory=dict)  # a task's `gradbench data` sub-commands
 
@@ -79,7 +56,7 @@ class EntryInfo:
             "description": self.description,
             "version": self.version,
             "params": {k: p.to_json() for k, p in self.params.items()},
-            "capabilities": self.capabilities,
+            "capabilities": {k: capabilities.to_json(v) for k, v in self.capabilities.items()},
         }
         if self.commands:
             out["commands"] = dict(self.commands)
@@ -88,12 +65,21 @@ class EntryInfo:
     @classmethod
     def from_json(cls, name: str, data: dict, source: str = "gradbench") -> EntryInfo:
         params = {k: Param.from_json(p) for k, p in data["params"].items()}
-        return cls(name, data["target"], data["description"], data["version"], params, data["capabilities"], source,
+        caps = {k: capabilities.from_json(v) for k, v in data["capabilities"].items()}
+        return cls(name, data["target"], data["description"], data["version"], params, caps, source,
                    dict(data.get("commands", {})))
+
+    def capability(self, key: str, kwargs: dict[str, Any] | None = None, default: Any = None) -> Any:
+        """A capability for the configuration ``kwargs`` (defaults elsewhere); FromParam resolved."""
+        return capabilities.resolve(self.capabilities.get(key, default), self.params, kwargs)
 
     @classmethod
     def from_class(cls, obj: type, target: str, source: str = "gradbench") -> EntryInfo:
         doc = (obj.__doc__ or "").strip().splitlines()
+        try:
+            declared = obj.capabilities_json()
+        except TypeError as exc:  # a capability declared in the old string form ("!hard", "m")
+            raise RegistryError(f"{getattr(obj, 'name', target)!r} ({source}): {exc}") from None
         description = getattr(obj, "description", None) or (doc[0] if doc else "")
         return cls(
             name=obj.name,
@@ -101,7 +87,7 @@ class EntryInfo:
             description=description,
             version=int(getattr(obj, "version", 1)),
             params=declared_params(obj),
-            capabilities=obj.capabilities_json(),
+            capabilities={k: capabilities.from_json(v) for k, v in declared.items()},
             source=source,
             commands=dict(getattr(obj, "data_commands", {})),
         )
@@ -240,30 +226,28 @@ def load_catalog() -> dict:
     return json.loads(path.read_text())
 
 
+def builtin_modules(kind: str) -> list[str]:
+    """Every module under the built-in package of ``kind``, found by walking it (sorted)."""
+    package = importlib.import_module(BUILTIN_PACKAGES[kind])
+    found = pkgutil.walk_packages(package.__path__, prefix=package.__name__ + ".")
+    return sorted(info.name for info in found)
+
+
 def build_catalog() -> dict:
-    """Import the built-in modules and describe every class they register."""
+    """Import every built-in module and describe every class they register."""
     catalog: dict[str, dict] = {}
-    for kind, modules in BUILTIN_MODULES.items():
+    for kind, package in BUILTIN_PACKAGES.items():
         registry = REGISTRIES[kind]
         if not registry._loaded:
             registry._loaded = True  # from the classes alone: neither the old catalog nor plugins
-        for module in modules:
+        for module in builtin_modules(kind):
             importlib.import_module(module)
         catalog[kind] = {
             name: entry.info.to_json()
             for name, entry in sorted(registry._entries.items())
-            if entry.obj is not None and entry.target.split(":")[0] in modules
+            if entry.obj is not None and entry.target.startswith(package + ".")
         }
     return catalog
-
-
-def resolve_capability(value: Any, params: dict[str, Param], kwargs: dict[str, Any] | None = None) -> Any:
-    """A capability may name a boolean parameter ("hard", or "!hard" for its negation)."""
-    if not isinstance(value, str) or value.lstrip("!") not in params:
-        return value
-    name = value.lstrip("!")
-    setting = (kwargs or {}).get(name, params[name].default)
-    return (not setting) if value.startswith("!") else bool(setting)
 
 
 def compatibility(estimator: EntryInfo, task: EntryInfo, kwargs: dict[str, Any] | None = None) -> tuple[bool, str]:
@@ -273,7 +257,7 @@ def compatibility(estimator: EntryInfo, task: EntryInfo, kwargs: dict[str, Any] 
     view such as the two-category view of a Bernoulli variable), or (False, reason).
     """
     est, tsk = estimator.capabilities, task.capabilities
-    cap = lambda key: resolve_capability(est.get(key), estimator.params, kwargs)  # noqa: E731
+    cap = lambda key: estimator.capability(key, kwargs)  # noqa: E731
     if "*" in est["families"]:
         family = tsk["families"][0]
     else:
@@ -289,12 +273,11 @@ def compatibility(estimator: EntryInfo, task: EntryInfo, kwargs: dict[str, Any] 
     if family == "categorical" and tsk["families"][0] == SEQUENCE_FAMILY:
         # Seen one decision at a time (bench/families/sequence.py): m evaluations per decision
         # would compound to m^T, and a state adapted per decision is ill-defined.
-        evaluations = est.get("evaluations", 1)
-        if isinstance(evaluations, str) and evaluations in estimator.params:  # else a formula, e.g. "K·D + 1"
-            evaluations = (kwargs or {}).get(evaluations, estimator.params[evaluations].default)
+        evaluations = estimator.capability("evaluations", kwargs, default=1)  # PerCategory: K·D + c, never 1
         if evaluations != 1:
+            base = f"({evaluations})" if isinstance(evaluations, capabilities.PerCategory) else evaluations
             return False, (f"evaluates f {evaluations} times per decision, which a sequence of T merge decisions "
-                           f"would compound to {evaluations}^T")
+                           f"would compound to {base}^T")
         if cap("stateful"):
             return False, "is stateful, and its state cannot adapt to one decision of a sequence at a time"
     for need in est.get("requires", []):
@@ -308,16 +291,26 @@ tasks: Registry = Registry("task", "gradbench.tasks")
 REGISTRIES = {"estimator": estimators, "task": tasks}
 
 
-def _write_catalog() -> None:
-    path = resources.files("gradbench").joinpath("catalog.json")
-    text = json.dumps(build_catalog(), indent=1, ensure_ascii=False) + "\n"
-    with open(str(path), "w") as fh:
-        fh.write(text)
-    print(f"wrote {path}")
+def catalog_text() -> str:
+    """catalog.json's text for the classes as they are now (imports every built-in module)."""
+    return json.dumps(build_catalog(), indent=1, ensure_ascii=False) + "\n"
+
+
+def catalog_path() -> str:
+    return str(resources.files("gradbench").joinpath("catalog.json"))
 
 
 if __name__ == "__main__":
-    # Run the imported module's copy, whose registries the estimator modules fill.
-    from gradbench.registry import _write_catalog as write
+    # Run the imported module's copy, whose registries the estimator modules fill. With --print
+    # the text goes to stdout (gradbench regenerate reads it from a fresh process); otherwise
+    # catalog.json alone is written (`gradbench regenerate --only catalog` also writes its page).
+    import sys
 
-    write()
+    from gradbench.registry import catalog_path as _path, catalog_text as _text
+
+    if sys.argv[1:] == ["--print"]:
+        sys.stdout.write(_text())
+    else:
+        with open(_path(), "w") as fh:
+            fh.write(_text())
+        print(f"wrote {_path()} (docs/estimators.md: gradbench regenerate --only catalog)")

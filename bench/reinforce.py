@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from .capabilities import FromParam
 from .contract import Estimator, Surrogate
 from .noise import NoiseSpec
 from .params import param
@@ -40,7 +41,7 @@ class LeaveOneOut(Estimator):
     name = "rloo"  # also seeds its (unused) state generator, so reference and estimator draw alike
     unbiased = True
     families = ("*",)
-    evaluations = "m"
+    evaluations = FromParam("m")
     m: int = param(4, "draws per estimate", ge=2)
 
     def noise(self, dist):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gradbench.capabilities import FromParam
 from gradbench.contract import Estimator
 from gradbench.families.counts import COUNT_FAMILIES, TAILS, VIEW_EPS
 from gradbench.families.categorical import Objective
@@ -35,7 +36,7 @@ class GenGS(Estimator):
     unbiased = False
     families = COUNT_FAMILIES
     differentiable_f = True
-    relaxed_f = "!hard"
+    relaxed_f = FromParam("hard", negate=True)
     n: int | None = param(None, "truncation level: values 0..n−1 (overrides eps; capped at a finite support's size)",
                           kind="int", optional=True, ge=2)
     eps: float | None = param(None, "when n is unset: the smallest level whose dropped mass P(z ≥ n) is ≤ eps for "

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gradbench.capabilities import FromParam
 from gradbench.contract import Estimator, Surrogate
 from gradbench.params import param
 from gradbench.registry import estimators
@@ -53,7 +54,7 @@ class GST(Estimator):
     name = "gst"
     unbiased = False
     differentiable_f = True
-    relaxed_f = "!hard"
+    relaxed_f = FromParam("hard", negate=True)
     gap: float = param(1.0, "gap g between the sampled logit and the others, or 'p' for the adaptive "
                             "gap −log(1 − p_D)/p_D", kind="float", ge=0.0, choices=("p",))
     tau: float = tau_param()

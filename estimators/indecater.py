@@ -10,13 +10,12 @@ substitutes it in every unit, each unit's f pairing with its own variable.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from gradbench.capabilities import PerCategory
 from gradbench.contract import Estimator, Surrogate
-from gradbench.families.categorical import Distribution
 from gradbench.registry import estimators
 
 from .score_function import sum_units
@@ -31,13 +30,7 @@ class IndeCateR(Estimator):
 
     name = "indecater"
     unbiased = True
-    evaluations = "K·D + 1"
-
-    def n_evaluations(self, dist: Distribution | None = None) -> int:
-        """K·D + 1 for the variables of one unit of ``dist`` (needed: the count depends on the task)."""
-        if dist is None:
-            raise TypeError("indecater's evaluations depend on the task: pass its distribution")
-        return dist.K * math.prod(dist.batch_shape[dist.units :]) + 1
+    evaluations = PerCategory(plus=1)
 
     def surrogate(self, dist, f, noise, state):
         x = dist.sample(noise["sample"])  # [n, *units, *vars, K]

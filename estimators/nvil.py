@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gradbench.capabilities import FromParam
 from gradbench.contract import Estimator, Surrogate
 from gradbench.params import param
 from gradbench.registry import estimators
@@ -59,7 +60,7 @@ class NVIL(Estimator):
     """NVIL (Mnih & Gregor 2014): moving-average and input-dependent baselines, optional variance normalisation."""
 
     name = "nvil"
-    unbiased = "!normalize"
+    unbiased = FromParam("normalize", negate=True)
     families = ANY_FAMILY
     stateful = True
     decay: float = param(0.8, "moving-average decay α of the mean and spread of the signal", ge=0.0, lt=1.0)

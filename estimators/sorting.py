@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from gradbench.capabilities import FromParam
 from gradbench.contract import Estimator, Surrogate
 from gradbench.params import param
 
@@ -31,7 +32,7 @@ class RelaxedSort(Estimator):
     unbiased = False
     families = ("permutation",)
     differentiable_f = True
-    relaxed_f = "!hard"
+    relaxed_f = FromParam("hard", negate=True)
     masks = False
     tau: float = param(1.0, "temperature τ of the relaxed sort", gt=0.0)
     hard: bool = param(False, "straight-through: f at the exact permutation, gradient through the relaxed one")

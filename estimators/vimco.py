@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from gradbench.capabilities import FromParam
 from gradbench.contract import Estimator, Surrogate
 from gradbench.noise import NoiseSpec
 from gradbench.params import param
@@ -54,7 +55,7 @@ class VIMCO(Estimator):
     name = "vimco"
     unbiased = True
     families = ANY_FAMILY
-    evaluations = "m"
+    evaluations = FromParam("m")
     requires = ("importance_weights",)
     m: int = param(5, "samples in the bound (and per estimate)", ge=2)
 

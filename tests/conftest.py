@@ -27,13 +27,11 @@ def bias_ok(summary, floors: float = BIAS_FLOORS) -> bool:
 
 
 def is_unbiased(spec: str) -> bool:
-    """The estimator's declared unbiasedness for this configuration ("!normalize" resolved)."""
-    from gradbench.registry import resolve_capability
+    """The estimator's declared unbiasedness for this configuration (FromParam("normalize", negate=True) resolved)."""
     from gradbench.spec import parse_spec
 
     parsed = estimators.validate(parse_spec(spec))
-    info = estimators.info(parsed.name)
-    return bool(resolve_capability(info.capabilities["unbiased"], info.params, parsed.kwargs))
+    return bool(estimators.info(parsed.name).capability("unbiased", parsed.kwargs))
 
 
 def problem_of(spec: str, dtype=torch.float64):

@@ -16,9 +16,9 @@ from gradbench.registry import (
 
 
 def test_catalog_is_current():
-    """catalog.json must describe the classes as they are (regenerate: python -m gradbench.registry)."""
+    """catalog.json must describe the classes as they are (regenerate: gradbench regenerate --only catalog)."""
     fresh = json.loads(json.dumps(build_catalog()))
-    assert fresh == load_catalog(), "catalog.json is stale: run `python -m gradbench.registry`"
+    assert fresh == load_catalog(), "catalog.json is stale: run `gradbench regenerate --only catalog`"
 
 
 def test_every_builtin_loads_under_its_name():

@@ -1,13 +1,16 @@
-"""The README's estimator table: every registered estimator on the toy tasks, measured by `gradbench run`.
+"""The estimator table: every registered estimator on the toy tasks, measured by `gradbench run`.
 
     python tests/benchmarks/estimator_table.py [--samples 100000] [--warmup 1000] [--seed 0]
-        [--out results/estimator-table] [--readme README.md]
+        [--out results/estimator-table] [--page docs/results/estimator-table.md | --readme README.md]
+
+`gradbench regenerate --only tables` runs it with ``--page`` (docs/results/estimator-table.md).
 
 For each task below it runs ``gradbench run`` (a subprocess, exactly as a user
 would) with every registered estimator that fits the task at its defaults, then
 pivots the stored Parquet results into Markdown with
-:func:`gradbench.reports.markdown.variance_table`. With ``--readme`` it replaces
-the block between the ESTIMATOR-TABLE markers of that file; otherwise it prints.
+:func:`gradbench.reports.markdown.variance_table`. With ``--page`` it writes a
+Markdown page, with ``--readme`` it replaces the block between the ESTIMATOR-TABLE
+markers of that file; otherwise it prints.
 Timings use one CPU thread (OMP_NUM_THREADS=1) so that tiny toy problems are not
 dominated by thread hand-offs on a shared machine.
 """
@@ -43,7 +46,7 @@ def run_task(task: str, out: Path, samples: int, warmup: int, seed: int) -> pd.D
                "--warmup", str(warmup), "--seed", str(seed), "--device", "cpu", "--out", str(folder)]
     for e in fitting_estimators(task):
         command += ["--estimator", e]
-    subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL)  # progress: stderr
     (run_dir,) = set(folder.glob("*")) - before
     return pd.read_parquet(run_dir)
 
@@ -62,11 +65,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("results/estimator-table"))
+    parser.add_argument("--page", type=Path, help="write the tables as a Markdown page")
     parser.add_argument("--readme", type=Path, help="rewrite the table block of this file")
     args = parser.parse_args()
-    frames = [(task, run_task(task, args.out, args.samples, args.warmup, args.seed)) for task in TASKS]
-    command = "python tests/benchmarks/estimator_table.py" + (" --readme README.md" if args.readme else "")
+    frames = []
+    for i, task in enumerate(TASKS, 1):
+        print(f"[{i}/{len(TASKS)}] {task}: {len(fitting_estimators(task))} estimators", file=sys.stderr, flush=True)
+        frames.append((task, run_task(task, args.out, args.samples, args.warmup, args.seed)))
+    command = ("gradbench regenerate --only tables" if args.page else
+               "python tests/benchmarks/estimator_table.py" + (" --readme README.md" if args.readme else ""))
     text = render(frames, args.samples, args.warmup, args.seed, command)
+    if args.page is not None:
+        args.page.write_text(f"# Estimators on the toy tasks\n\n{text}\n")
+        print(f"wrote {args.page}", file=sys.stderr)
+        return
     if args.readme is None:
         print(text)
         return
