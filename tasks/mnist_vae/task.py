@@ -33,37 +33,10 @@ CPU_MEASURE_EVERY = 25
 CPU_IWAE_SAMPLES = 1000
 
 
-def _common(name: str, presets: tuple[str, ...] = ()):
-    """A fresh field for a parameter both tasks share (each dataclass needs its own field object)."""
-    return dict(
-        preset=param(None, f"protocol preset, one of {', '.join(presets)}; explicit parameters override it",
-                     kind="str", optional=True, choices=presets),
-        dataset=param("mnist", "mnist or fashion-mnist", choices=mnist.DATASETS),
-        data_dir=param(None, "folder with the IDX files (train-images-idx3-ubyte[.gz], ...; torchvision's "
-                             "MNIST/raw layout or flat); default: the embedded 5,000-image MNIST subset",
-                       kind="str", optional=True),
-        binarize=param(None, "dynamic (a fresh Bernoulli draw per batch; evaluation on one fixed draw), static "
-                             "(one fixed draw) or none (grey-level targets, as the GST repository); default dynamic",
-                       kind="str", optional=True, choices=mnist.BINARIZE_MODES),
-        epochs=param(None, f"training epochs (default {CPU_EPOCHS}; 0 with resume= only evaluates and measures)",
-                     kind="int", optional=True, ge=0),
-        measure_every=param(None, f"measure gradients every N epochs and at the last (default {CPU_MEASURE_EVERY}; "
-                                  "0: never)", kind="int", optional=True, ge=0),
-        measure_images=param(1000, "fixed test images the gradient is measured on (the GST protocol's 1,000)",
-                             ge=1),
-        iwae_samples=param(CPU_IWAE_SAMPLES, "samples per test image of the importance-weighted bound, logged "
-                                             "as test/iwae_<k> (0: never computed)", ge=0),
-        iwae_every=param(None, f"compute the IWAE bound every N epochs and at the last (default {CPU_MEASURE_EVERY}; "
-                               "1: every epoch)", kind="int", optional=True, ge=1),
-        checkpoint_every=param(0, "save a checkpoint every N epochs and at the last (0: never), in "
-                                  "<run folder>/_checkpoints/", ge=0),
-        resume=param(None, "checkpoint (.pt) to start from: continue training, or with epochs=0 re-measure "
-                           "at it", kind="str", optional=True),
-    )[name]
-
-
+@dataclass(frozen=True)
 class _VAETask(TrainingTask):
-    """Shared behaviour and CPU defaults of the two VAE tasks; subclasses set the latent kind and presets."""
+    """Shared behaviour, parameters and CPU defaults of the two VAE tasks; subclasses set the latent kind,
+    presets and the model's parameters."""
 
     latent: ClassVar[str]
     # The CPU-sized run both tasks share; presets and explicit parameters override it.
@@ -77,6 +50,27 @@ class _VAETask(TrainingTask):
     dtype = "float32"
     default_samples = 100  # the GST variance protocol's 100 estimates
     default_reference_samples = 1000  # draws per measured image: decoder passes over the 1,000 images
+    dataset: str = param("mnist", "mnist or fashion-mnist", choices=mnist.DATASETS)
+    data_dir: str | None = param(None, "folder with the IDX files (train-images-idx3-ubyte[.gz], ...; torchvision's "
+                                       "MNIST/raw layout or flat); default: the embedded 5,000-image MNIST subset",
+                                 kind="str", optional=True)
+    binarize: str | None = param(None, "dynamic (a fresh Bernoulli draw per batch; evaluation on one fixed draw), "
+                                       "static (one fixed draw) or none (grey-level targets, as the GST repository); "
+                                       "default dynamic", kind="str", optional=True, choices=mnist.BINARIZE_MODES)
+    epochs: int | None = param(None, f"training epochs (default {CPU_EPOCHS}; 0 with resume= only evaluates and "
+                                     "measures)", kind="int", optional=True, ge=0)
+    measure_every: int | None = param(None, "measure gradients every N epochs and at the last (default "
+                                            f"{CPU_MEASURE_EVERY}; 0: never)", kind="int", optional=True, ge=0)
+    measure_images: int = param(1000, "fixed test images the gradient is measured on (the GST protocol's 1,000)",
+                                ge=1)
+    iwae_samples: int = param(CPU_IWAE_SAMPLES, "samples per test image of the importance-weighted bound, logged "
+                                                "as test/iwae_<k> (0: never computed)", ge=0)
+    iwae_every: int | None = param(None, "compute the IWAE bound every N epochs and at the last (default "
+                                         f"{CPU_MEASURE_EVERY}; 1: every epoch)", kind="int", optional=True, ge=1)
+    checkpoint_every: int = param(0, "save a checkpoint every N epochs and at the last (0: never), in "
+                                     "<run folder>/_checkpoints/", ge=0)
+    resume: str | None = param(None, "checkpoint (.pt) to start from: continue training, or with epochs=0 "
+                                     "re-measure at it", kind="str", optional=True)
 
     def __post_init__(self):
         chosen = self.PRESETS.get(getattr(self, "preset", None), {})
@@ -126,10 +120,8 @@ class MnistVAE(_VAETask):
         # the paper's 10 seeds are --seed 0 … 9. Meant for full MNIST (data_dir=) on a GPU.
         "gst-paper": {"epochs": 40, "binarize": "none", "measure_every": 1, "iwae_every": 1},
     }
-    preset: str | None = _common("preset", ("gst-paper",))
-    dataset: str = _common("dataset")
-    data_dir: str | None = _common("data_dir")
-    binarize: str | None = _common("binarize")
+    preset: str | None = param(None, "protocol preset, one of gst-paper; explicit parameters override it",
+                               kind="str", optional=True, choices=("gst-paper",))
     latents: int = param(30, "number of categorical latent variables L", ge=1)
     categories: int = param(10, "categories K per latent variable", ge=2)
     encoder_hidden: tuple = param((512, 256), "hidden widths of the encoder MLP", kind="ints", ge=1)
@@ -138,13 +130,6 @@ class MnistVAE(_VAETask):
     activation: str = param("relu", "hidden activation: relu, or leaky_relu (slope 0.3)", choices=ACTIVATIONS)
     batch_size: int = param(100, "training batch size", ge=1)
     lr: float = param(1e-3, "Adam learning rate", gt=0.0)
-    epochs: int | None = _common("epochs")
-    measure_every: int | None = _common("measure_every")
-    measure_images: int = _common("measure_images")
-    iwae_samples: int = _common("iwae_samples")
-    iwae_every: int | None = _common("iwae_every")
-    checkpoint_every: int = _common("checkpoint_every")
-    resume: str | None = _common("resume")
 
 
 @tasks.register
@@ -157,9 +142,6 @@ class MnistVAEBinary(_VAETask):
     families = ("bernoulli", "categorical")
     # DisARM's models (Dong, Mnih & Tucker 2020; batch 50, Adam 1e-4): "linear" is the default
     # with lr=1e-4; "nonlinear" adds encoder_hidden=[200, 200] (LeakyReLU 0.3, decoder mirrored).
-    dataset: str = _common("dataset")
-    data_dir: str | None = _common("data_dir")
-    binarize: str | None = _common("binarize")
     latents: int = param(200, "number of Bernoulli latent variables", ge=1)
     encoder_hidden: tuple = param((), "hidden widths of the encoder MLP (none: linear, as DisARM's linear model; "
                                       "[200, 200]: DisARM's nonlinear one)", kind="ints", ge=1)
@@ -170,13 +152,6 @@ class MnistVAEBinary(_VAETask):
     batch_size: int = param(50, "training batch size (DisARM: 50)", ge=1)
     lr: float = param(1e-3, "Adam learning rate (1e-3 for a CPU-sized run; DisARM used 1e-4 for 10⁶ steps)",
                       gt=0.0)
-    epochs: int | None = _common("epochs")
-    measure_every: int | None = _common("measure_every")
-    measure_images: int = _common("measure_images")
-    iwae_samples: int = _common("iwae_samples")
-    iwae_every: int | None = _common("iwae_every")
-    checkpoint_every: int = _common("checkpoint_every")
-    resume: str | None = _common("resume")
 
     @property
     def categories(self) -> int:
