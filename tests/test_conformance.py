@@ -31,10 +31,13 @@ EXTRA_TASKS = [
     "toy-bernoulli(logits=[-1.0, 0.5, 2.0], target=0.3)",
     # Not quadratic: first-order Taylor baselines are not exact (the must-show unbiasedness case).
     "toy-bernoulli(objective='sine', logits=[0.5, -1.0, 0.0, 1.5])",
+    # Permutations: the non-quadratic ranking objective on a different k.
+    "toy-permutation(k=4, objective='dcg')",
 ]
 EXTRA_ESTIMATORS = ["gst(gap='p')", "gst(hard=False, tau=0.5)", "gst(gap=0.0)", "rloo(m=2)", "gr-mc(k=1)",
                     "nvil(normalize=True)", "vimco(m=2)", "rebar(adapt=False)",
-                    "gengs(hard=True)", "gengs(n=3, tail='renormalize', tau=0.5)"]
+                    "gengs(hard=True)", "gengs(n=3, tail='renormalize', tau=0.5)",
+                    "softsort(hard=True, tau=0.5)", "pl-relax(adapt=False)"]
 
 
 # Fixed tasks checked at a smaller size than their defaults: poly's 128 variables make every
