@@ -24,6 +24,7 @@ _EXPORTS = {
     "param": "params", "ESTIMATORS": "registry", "TASKS": "registry", "parse_spec": "spec",
     "MeasureConfig": "engine", "measure": "engine", "per_draw_gradients": "engine",
     "resolve_reference": "references", "read_results": "store", "UserError": "errors",
+    "measure_gradients": "api",
 }
 
 # Exported names that differ from the attribute they stand for.

@@ -71,7 +71,44 @@ class PerCategory:
         return f"{term} + {self.plus}" if self.plus else term
 
 
-CAPABILITY_TYPES = (FromParam, PerCategory)
+@dataclass(frozen=True)
+class PerVariable:
+    """``min(k + extra, K)·D + plus`` evaluations of f: a hyperparameter ``param`` (k) of categories
+    evaluated per variable (plus ``extra``, at most all K of them), D variables per unit of the task.
+
+    The unordered set estimator: ``PerVariable("k", plus=1)``, min(k, K)·D + 1; sum-and-sample
+    (k summed, one sampled unless k ≥ K): ``PerVariable("k", extra=1, plus=1)``.
+    ``value`` is k once :meth:`resolve` has read it from a configuration.
+    """
+
+    param: str
+    extra: int = 0
+    plus: int = 0
+    value: int | None = None
+
+    def count(self, categories: int, variables: int) -> int:
+        if self.value is None:
+            raise TypeError(f"{self}: resolve it with the estimator's parameters first")
+        return min(self.value + self.extra, categories) * variables + self.plus
+
+    def count_for(self, dist: Any) -> int:
+        """The count on a categorical distribution ``[n, *units, *variables, K]``."""
+        return self.count(dist.K, math.prod(dist.batch_shape[dist.units:]))
+
+    def resolve(self, values: Mapping[str, Any]) -> PerVariable:
+        return PerVariable(self.param, self.extra, self.plus, int(values[self.param]))
+
+    def to_json(self) -> dict:
+        return {"per_variable": self.param, "extra": self.extra, "plus": self.plus}
+
+    def __str__(self) -> str:
+        k = f"{self.param} + {self.extra}" if self.extra else self.param
+        term = f"min({k}, K)·D"
+        return f"{term} + {self.plus}" if self.plus else term
+
+
+CAPABILITY_TYPES = (FromParam, PerCategory, PerVariable)
+PER_TASK = (PerCategory, PerVariable)  # evaluation counts known only once the task is
 
 
 def to_json(value: Any) -> Any:
@@ -90,6 +127,8 @@ def from_json(value: Any) -> Any:
         return FromParam(value["param"], bool(value.get("negate", False)))
     if isinstance(value, dict) and "per_category" in value:
         return PerCategory(int(value["per_category"]), int(value.get("plus", 0)))
+    if isinstance(value, dict) and "per_variable" in value:
+        return PerVariable(value["per_variable"], int(value.get("extra", 0)), int(value.get("plus", 0)))
     return value
 
 

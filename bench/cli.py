@@ -167,6 +167,7 @@ def _run_options(skip: tuple[str, ...]):
 
 
 _FIELD_DEFAULTS = {f.name: f.default for f in cli_fields()}
+_OPTION_HELP = {f.name: f.metadata["help"] for f in cli_fields()}
 
 
 @app.command()
@@ -484,6 +485,49 @@ def compare(
     if result.exit_code:
         err_console.print(f"{len(result.regressions)} regression(s)")
     return result.exit_code
+
+
+@app.command()
+def verify(
+    spec: Annotated[str, typer.Argument(help='Estimator to verify: a registered or plugin spec ("gst(gap=1.2)"), '
+                                        "or path/to/file.py:ClassName (imported from the file, no install).")],
+    against: Annotated[Optional[list[str]], typer.Option(help="Baseline estimator spec, repeatable (default: "
+                                                         "reinforce, rloo at equal evaluations, and stgs, gst "
+                                                         "for an estimator using df/dx).")] = None,
+    task: Annotated[Optional[list[str]], typer.Option("--task", "-t", help="Only this task (all its "
+                                                      "configurations), repeatable (default: every fixed task "
+                                                      "with an exact gradient that the estimator fits).")] = None,
+    budget: Annotated[str, typer.Option(help="quick (≤ 2 minutes per estimator on 2 cores) or full (25× the "
+                                        "estimates).")] = "quick",
+    alpha: Annotated[float, typer.Option(help="Family-wise false-alarm rate of the 'unbiased' test (Holm over "
+                                         "the tasks).")] = 0.01,
+    seed: Annotated[int, typer.Option(help=_OPTION_HELP["seed"])] = _FIELD_DEFAULTS["seed"],
+    out: Annotated[Path, typer.Option(help="Results folder; the verification adds one run folder (Parquet rows, "
+                                      "_verdict.md, _verdict.html).")] = Path("results"),
+    device: Annotated[str, typer.Option(help=_OPTION_HELP["device"])] = _FIELD_DEFAULTS["device"],
+    dtype: Annotated[Optional[str], typer.Option(help=_OPTION_HELP["dtype"])] = _FIELD_DEFAULTS["dtype"],
+    threads: Annotated[int, typer.Option(help=THREADS.help)] = THREADS.default,
+):
+    """Check an estimator's declarations on every exact fixed task it fits; exit 1 naming any contradiction."""
+    from .verify import VerifyOptions, plan
+    from .verify import verify as run_verify
+    from .verify_card import CARD_HTML, CARD_MD, rich_tables, verdict_line
+
+    options = VerifyOptions(budget, alpha, seed, str(out), tuple(against) if against is not None else None,
+                            tuple(task) if task else None, device, dtype)
+    THREADS.validate(threads)
+    plan(spec, options)  # every check before anything is measured or written
+    with threads_set(threads):
+        verdict = run_verify(spec, options, err_console)
+    width = console if console.is_terminal else Console(width=200, highlight=False)
+    for table in rich_tables(verdict):
+        width.print(table)
+    width.print(verdict_line(verdict), markup=False)
+    for problem in verdict.problems:
+        width.print(f"  contradicted: {problem}", markup=False)
+    width.print(f"card: {verdict.run_dir / CARD_MD} · {verdict.run_dir / CARD_HTML} · {verdict.seconds:.1f} s",
+                markup=False)
+    return verdict.exit_code
 
 
 _QUIET_VERDICTS = ("identical", "same", "untested")

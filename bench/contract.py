@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from . import capabilities
-from .capabilities import FromParam, PerCategory
+from .capabilities import PER_TASK, FromParam, PerCategory, PerVariable
 from .families.categorical import Distribution, Objective
 from .noise import NoiseSpec
 from .params import declared_params, plain
@@ -93,7 +93,8 @@ class Estimator(_Configured, ABC):
           A task whose variables have a categorical view (a Bernoulli variable as two
           categories) can be used by categorical estimators.
       evaluations: evaluations of f per estimate: an int, ``FromParam("m")`` for the
-          hyperparameter that sets it, or ``PerCategory(plus=1)`` for K·D + 1.
+          hyperparameter that sets it, ``PerCategory(plus=1)`` for K·D + 1, or
+          ``PerVariable("k", plus=1)`` for min(k, K)·D + 1.
       differentiable_f: uses df/dx (straight-through and relaxed estimators).
       relaxed_f: evaluates f at non-discrete points (relaxed samples).
       masks: supports categoricals with masked (invalid) categories.
@@ -106,7 +107,7 @@ class Estimator(_Configured, ABC):
 
     unbiased: ClassVar[bool | FromParam]
     families: ClassVar[tuple[str, ...]] = ("categorical",)
-    evaluations: ClassVar[int | FromParam | PerCategory] = 1
+    evaluations: ClassVar[int | FromParam | PerCategory | PerVariable] = 1
     differentiable_f: ClassVar[bool | FromParam] = False
     relaxed_f: ClassVar[bool | FromParam] = False
     masks: ClassVar[bool | FromParam] = True
@@ -119,7 +120,7 @@ class Estimator(_Configured, ABC):
     def n_evaluations(self, dist: Distribution | None = None) -> int:
         """Evaluations of f per estimate for this configuration (on ``dist``, for PerCategory counts)."""
         evaluations = self.capability("evaluations")
-        if isinstance(evaluations, PerCategory):
+        if isinstance(evaluations, PER_TASK):
             if dist is None:
                 raise TypeError(f"{self.name}'s evaluations ({evaluations}) depend on the task: pass its distribution")
             return evaluations.count_for(dist)

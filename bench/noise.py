@@ -6,6 +6,11 @@ size, the engine or which other estimators run. So two estimators that ask for
 the same noise (say, the Gumbel vector of one exact sample) see identical draws,
 the loop engine sees exactly the vectorised engine's noise, and adding an
 estimator to a run changes nobody else's numbers.
+
+Generators are per device, on purpose: a block is drawn on the run's device by that
+device's own generator (on CUDA, PyTorch's Philox generator), never drawn on the CPU
+and copied. CUDA runs are therefore reproducible on CUDA, but their draws differ from
+a CPU run with the same seed: compare CPU and CUDA statistically (docs/gpu.md).
 """
 
 from __future__ import annotations

@@ -275,7 +275,7 @@ def compatibility(estimator: EntryInfo, task: EntryInfo, kwargs: dict[str, Any] 
         # would compound to m^T, and a state adapted per decision is ill-defined.
         evaluations = estimator.capability("evaluations", kwargs, default=1)  # PerCategory: K·D + c, never 1
         if evaluations != 1:
-            base = f"({evaluations})" if isinstance(evaluations, capabilities.PerCategory) else evaluations
+            base = f"({evaluations})" if isinstance(evaluations, capabilities.PER_TASK) else evaluations
             return False, (f"evaluates f {evaluations} times per decision, which a sequence of T merge decisions "
                            f"would compound to {base}^T")
         if cap("stateful"):

@@ -47,7 +47,7 @@ def test_matches_an_independent_implementation_draw_by_draw(name, reference):
     problem = problem_of(TASK)
     estimator = estimators.build(name)
     view = View(problem, estimator)
-    noise = NoiseSource(3, "test").draw_all(estimator.noise(view.template), 0, 500)
+    noise = NoiseSource(3, "test", view.template.params.device).draw_all(estimator.noise(view.template), 0, 500)
     ours = per_draw_gradients(view, estimator, None, noise)["logits"].numpy()
     theirs = reference(problem.logits.numpy(), noise["sample"].numpy())
     np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
@@ -60,7 +60,7 @@ def test_expectation_over_u_is_the_exact_gradient(name, logit):
     problem = problem_of(f"toy-bernoulli(dim=1, logits=[{logit}], target=0.2)")
     estimator = estimators.build(name)
     n = 200_000
-    u = ((torch.arange(n, dtype=torch.float64) + 0.5) / n).reshape(n, 1)
+    u = ((torch.arange(n, dtype=torch.float64, device=problem.logits.device) + 0.5) / n).reshape(n, 1)
     mean = per_draw_gradients(View(problem, estimator), estimator, None, {"sample": u})["logits"].mean(0)
     exact = problem.exact_gradient()["logits"]
     torch.testing.assert_close(mean, exact, rtol=0, atol=2e-5)

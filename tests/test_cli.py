@@ -39,6 +39,7 @@ def test_run_writes_one_folder_with_tidy_rows(tmp_path):
     assert sidecar["environment"]["torch"] and sidecar["options"]["samples"] == 2000
 
 
+@pytest.mark.cpu_only(reason="bit-for-bit identity of repeated runs is promised on CPU only (docs/gpu.md)")
 def test_same_seed_gives_identical_rows_and_runs_never_overwrite(tmp_path):
     args = ("run", "--task", "toy-bernoulli", "-e", "stgs", "-e", "rloo", "--samples", 1000, "--seed", 7, "--out", tmp_path)
     assert invoke(*args).exit_code == 0

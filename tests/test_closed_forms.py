@@ -100,7 +100,7 @@ def test_reinforce_variance_matches_its_exact_value():
 
     problem = problem_of("toy-quadratic")
     p = torch.softmax(problem.logits, 0)
-    eye = torch.eye(10, dtype=torch.float64)
+    eye = torch.eye(10, dtype=torch.float64, device=problem.target.device)
     f = ((eye - problem.target) ** 2).sum(1)
     per_outcome = f[:, None] * (eye - p)  # the estimate when D = e_k
     exact_var = float((p * (per_outcome**2).sum(1)).sum() - ((p[:, None] * per_outcome).sum(0) ** 2).sum())

@@ -35,7 +35,7 @@ def _ours(task, est_spec, n, seed=0):
     problem = problem_of(task)
     estimator = estimators.build(est_spec)
     view = View(problem, estimator)
-    noise = NoiseSource(seed, "test").draw_all(estimator.noise(view.template), 0, n)
+    noise = NoiseSource(seed, "test", view.template.params.device).draw_all(estimator.noise(view.template), 0, n)
     return per_draw_gradients(view, estimator, None, noise)
 
 
@@ -84,7 +84,7 @@ def _variance(x):
 def _forward(est_spec, dist, n, seed=0):
     """Forward values z ``[n, B]`` of GenGS's sample (f = identity) on ``dist`` with n copies."""
     estimator = estimators.build(est_spec)
-    noise = NoiseSource(seed, "test").draw_all(estimator.noise(dist), 0, n)
+    noise = NoiseSource(seed, "test", dist.params.device).draw_all(estimator.noise(dist), 0, n)
     seen = []
     f = Objective(lambda z: seen.append(z.detach()) or z.sum(-1))
     estimator.surrogate(dist, f, noise, None)

@@ -23,7 +23,7 @@ def test_blocking_the_evaluations_changes_nothing(monkeypatch):
     problem = problem_of("toy-bernoulli(logits=[-1.0, 0.5, 2.0, 0.0, 0.3], target=0.3, objective='sine')")
     estimator = estimators.build("indecater")
     view = View(problem, estimator)
-    noise = NoiseSource(0, "test").draw_all(estimator.noise(view.template), 0, 40)
+    noise = NoiseSource(0, "test", problem.logits.device).draw_all(estimator.noise(view.template), 0, 40)
     whole = per_draw_gradients(view, estimator, None, noise)["logits"]
     monkeypatch.setattr(indecater, "_BLOCK_VALUES", 1)  # one variable per call of f
     torch.testing.assert_close(per_draw_gradients(view, estimator, None, noise)["logits"], whole, rtol=0, atol=0)

@@ -77,7 +77,7 @@ def test_query_group_is_the_model_groups_query_slice():
     problem = tiny_problem()
     stgs = estimators.build("gst")
     view = View(problem, stgs)
-    noise = NoiseSource(0, "test").draw_all(stgs.noise(view.template), 0, 6)
+    noise = NoiseSource(0, "test", view.template.params.device).draw_all(stgs.noise(view.template), 0, 6)
     grads = per_draw_gradients(view, stgs, None, noise)
     offset = 0
     for name, shape in problem.shapes.items():
@@ -92,7 +92,7 @@ def test_query_group_is_the_model_groups_query_slice():
 def test_engines_agree_on_listops(spec):
     problem, estimator = tiny_problem(), estimators.build(spec)
     view = View(problem, estimator)
-    noise = NoiseSource(1, "test").draw_all(estimator.noise(view.template), 0, 4)
+    noise = NoiseSource(1, "test", view.template.params.device).draw_all(estimator.noise(view.template), 0, 4)
     fast = per_draw_gradients(view, estimator, None, noise, "vectorized")
     slow = per_draw_gradients(view, estimator, None, noise, "loop")
     for group in fast:

@@ -80,7 +80,7 @@ def _ours(est_spec, n, seed=0):
     problem = problem_of(TASK)
     estimator = estimators.build(est_spec)
     view = View(problem, estimator)
-    noise = NoiseSource(seed, "test").draw_all(estimator.noise(view.template), 0, n)
+    noise = NoiseSource(seed, "test", view.template.params.device).draw_all(estimator.noise(view.template), 0, n)
     return per_draw_gradients(view, estimator, None, noise)["logits"].numpy()
 
 

@@ -89,7 +89,7 @@ def test_exact_enumeration_equals_brute_force_over_joint_sequences():
 
 def _noise(problem, estimator, n=24, stepwise=None):
     view = View(problem, estimator)
-    return view, NoiseSource(5, "test").draw_all(estimator.noise(view.template), 0, n)
+    return view, NoiseSource(5, "test", view.template.params.device).draw_all(estimator.noise(view.template), 0, n)
 
 
 def test_stepwise_reinforce_equals_whole_sequence_reinforce_draw_by_draw():

@@ -46,7 +46,7 @@ class ToyTraining(TrainingTask):
 
         logits = torch.tensor(DEFAULT_LOGITS, dtype=session.dtype).requires_grad_(True)
         outcomes = torch.eye(len(logits), dtype=session.dtype)
-        noise = NoiseSource(session.seed, "train", dtype=session.dtype)
+        noise = NoiseSource(session.seed, "train", session.device, session.dtype)
         for step in range(self.steps + 1):
             problem = self._problem(logits.detach())
             with torch.no_grad():

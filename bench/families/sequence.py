@@ -288,7 +288,7 @@ def valid_sequences(mask: Tensor) -> list[Tensor]:
     out = []
     for unit in mask.cpu():
         options = [torch.nonzero(step).flatten().tolist() for step in unit]
-        out.append(torch.tensor(list(itertools.product(*options)), dtype=torch.long).reshape(-1, len(options)))
+        out.append(torch.tensor(list(itertools.product(*options)), dtype=torch.long, device="cpu").reshape(-1, len(options)))
     return out
 
 
@@ -318,8 +318,10 @@ def enumerate_sequences(problem: Problem, max_sequences: int = MAX_SEQUENCES, ro
     grads = {k: torch.zeros_like(v) for k, v in params.items()}
     for start in range(0, most, rows):
         stop = min(start + rows, most)
-        index = torch.stack([s[torch.arange(start, stop).clamp(max=len(s) - 1)] for s in sequences], dim=1)  # [C, U, T]
-        counted = torch.stack([torch.arange(start, stop) < len(s) for s in sequences], dim=1)  # [C, U]
+        # The sequences are listed on the CPU (valid_sequences); one_hot(...).to(params) moves them.
+        which = torch.arange(start, stop, device="cpu")
+        index = torch.stack([s[which.clamp(max=len(s) - 1)] for s in sequences], dim=1)  # [C, U, T]
+        counted = torch.stack([which < len(s) for s in sequences], dim=1)  # [C, U]
         x = torch.nn.functional.one_hot(index, dist.K).to(dist.params).reshape(stop - start, 1, *unit_shape, dist.T, dist.K)
         dist = problem.distribution(params)
         log_p = dist.log_prob(x).sum(-1).reshape(stop - start, -1)  # [C, U]

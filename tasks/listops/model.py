@@ -83,11 +83,12 @@ class Batch:
     def of(cls, examples, device: torch.device | str = "cpu") -> Batch:
         ids = [data.token_ids(e.tokens) for e in examples]
         longest = max(len(i) for i in ids)
-        tokens = torch.full((len(ids), longest), PAD, dtype=torch.long)
+        # Padded on the CPU from Python lists, then moved in one copy per tensor.
+        tokens = torch.full((len(ids), longest), PAD, dtype=torch.long, device="cpu")
         for row, i in enumerate(ids):
-            tokens[row, : len(i)] = torch.tensor(i)
-        lengths = torch.tensor([len(i) for i in ids])
-        labels = torch.tensor([e.label for e in examples])
+            tokens[row, : len(i)] = torch.tensor(i, device="cpu")
+        lengths = torch.tensor([len(i) for i in ids], device="cpu")
+        labels = torch.tensor([e.label for e in examples], device="cpu")
         return cls(tokens.to(device), lengths.to(device), labels.to(device))
 
     def __len__(self) -> int:

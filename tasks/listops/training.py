@@ -46,12 +46,12 @@ class Splits:
 
 def batches(examples: Sequence[data.Example], size: int, generator: torch.Generator) -> list[list[data.Example]]:
     """One epoch's batches: shuffled, then sorted by length within buckets of BUCKET batches."""
-    order = torch.randperm(len(examples), generator=generator).tolist()
+    order = torch.randperm(len(examples), generator=generator, device="cpu").tolist()
     out = []
     for start in range(0, len(order), size * BUCKET):
         bucket = sorted(order[start : start + size * BUCKET], key=lambda i: len(examples[i].tokens))
         out += [[examples[i] for i in bucket[j : j + size]] for j in range(0, len(bucket), size)]
-    shuffled = torch.randperm(len(out), generator=generator).tolist()
+    shuffled = torch.randperm(len(out), generator=generator, device="cpu").tolist()
     return [out[i] for i in shuffled]
 
 
@@ -102,7 +102,7 @@ def train(task, estimator: Estimator, session: TrainingSession, splits: Splits) 
     optimizer = torch.optim.Adam(params, lr=task.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=4)
     # Batch order on the CPU (randperm wants a CPU generator); dropout masks on the device.
-    order = torch.Generator().manual_seed(derive_seed(session.seed, "data"))
+    order = torch.Generator("cpu").manual_seed(derive_seed(session.seed, "data"))
     drops = session.generator("dropout")
     stepwise = seen_stepwise(estimator)
     state, state_ready = None, not estimator.stateful

@@ -53,8 +53,9 @@ class _Batch(Problem):
 
 def build_model(task, device: torch.device, dtype: torch.dtype, generator: torch.Generator) -> VAE:
     """The task's VAE with PyTorch's default Linear initialisation, drawn from ``generator``."""
-    model = VAE(task.latent, task.latents, task.categories, list(task.encoder_hidden), list(task.decoder_hidden),
-                task.activation).to(device=device, dtype=dtype)
+    with torch.device(device):  # made where it runs: no CPU copy to move (the init below re-draws every value)
+        model = VAE(task.latent, task.latents, task.categories, list(task.encoder_hidden),
+                    list(task.decoder_hidden), task.activation).to(dtype=dtype)
     with torch.no_grad():
         for layer in [*model.encoder.layers, *model.decoder.layers]:
             bound = 1 / math.sqrt(layer.in_features)  # kaiming_uniform(a=√5) and the bias rule both give this
