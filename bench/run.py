@@ -214,7 +214,7 @@ def preflight(task, built, options, device, dtype, bar=None) -> list:
                             "values overflow); give smaller values or --dtype float64")
     native = problem.distribution(replicate(problem.parameters(), 1))
     if native.table_size() > MAX_TABLE_VALUES:
-        raise UserError(f"{task.label}: one variable needs tables of {native.table_size():,} values (at most "
+        raise UserError(f"{getattr(task, 'label', task.name)}: one variable needs tables of {native.table_size():,} values (at most "
                         f"{MAX_TABLE_VALUES:,}); give smaller counts or rates")
     references: dict[int, Any] = {}  # one per distinct problem (estimators of another objective get their own)
     targets = []
