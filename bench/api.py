@@ -294,7 +294,7 @@ def measure_fixed(problem: Problem, task: Any, built: list[Estimator], options, 
     """
     import torch as _torch
 
-    from .run import RunResult, _measure_fixed
+    from .run import RunResult, _measure_fixed, preflight
     from .schema import run_columns
 
     params = next(iter(problem.parameters().values()))
@@ -303,8 +303,8 @@ def measure_fixed(problem: Problem, task: Any, built: list[Estimator], options, 
                          task_version=task.version, task_params=task.params_json(), engine=options.engine,
                          reference=options.reference)
     result = RunResult(run_id, None, [])
-    _measure_fixed(_ProblemTask(problem, task), built, options, params.device, params.dtype, common, record, result,
-                   progress, console, sidecar)
+    targets = preflight(_ProblemTask(problem, task), built, options, params.device, params.dtype, progress)
+    _measure_fixed(targets, built, options, common, record, result, progress, console, sidecar)
     return result
 
 

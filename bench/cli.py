@@ -37,9 +37,11 @@ class _OneLineErrors(TyperGroup):
     """Run commands without click's standalone handling, so every error is one line."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        previous = _on_sigterm(_terminate)
         try:
             rv = super().main(args, prog_name or "gradbench", complete_var, standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
+            sys.stdout.flush()  # here, not at exit: a full disk or closed pipe is reported like any error
         except UserError as exc:
             code = _fail(str(exc))
         except TyperException as exc:  # usage errors: missing options, bad integers, unknown commands
@@ -50,14 +52,68 @@ class _OneLineErrors(TyperGroup):
         except (Abort, KeyboardInterrupt):
             err_console.print("interrupted")
             code = 130
+        except OSError as exc:  # a fault of the machine, not a bug: unwritable folder, full disk, closed stdout
+            code = _fail(_os_message(exc))
+        except MemoryError:
+            code = _fail("out of memory; give smaller sizes (--samples, --chunk-size, task or estimator sizes)")
+        finally:
+            _on_sigterm(previous)
+        if Terminated.received:  # typer turns the interrupt into exit code 130; a kill's convention is 143
+            Terminated.received = False
+            code = 143
         if standalone_mode:
             sys.exit(code)
         return code
 
 
 def _fail(message: str) -> int:
-    err_console.print(f"error: {' '.join(message.split())}", markup=False)
+    try:
+        err_console.print(f"error: {' '.join(message.split())}", markup=False)
+    except OSError:  # stderr is gone too: the exit code is all that is left
+        pass
+    _silence_stdout()
     return 2
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's kill, ``kill PID``): handled as Ctrl-C is, so every run records it."""
+
+    received = False
+
+
+def _terminate(signum, frame):
+    Terminated.received = True
+    raise Terminated()
+
+
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM; returns the previous one (None off the main thread)."""
+    import signal
+    import threading
+
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _os_message(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    if exc.filename is None:
+        return f"cannot write the output: {what} (standard output, or a file it was writing)"
+    return f"cannot use {exc.filename}: {what}; choose another path or free space"
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null if it cannot take what is buffered, so exit adds no traceback."""
+    import os
+
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
 
 
 app = typer.Typer(
@@ -136,6 +192,8 @@ def run(
     THREADS.validate(threads)
     options = RunOptions(out=str(out), **given_options)
     if suite is None:
+        if suite_file is not None:  # silently ignored before: the user meant a suite from it
+            raise UserError("--suite-file names where suites are; add --suite NAME")
         if task is None:
             raise UserError("Missing option '--task': give a task spec (or --suite NAME); see 'gradbench list tasks'")
         if not estimator:
@@ -150,9 +208,12 @@ def run(
         given = {name: value for name, value in given_options.items() if _given(ctx, name)}
         runs = load_suite(suite, suite_file, str(out)).with_options(**given).runs
         plans = [prepare(r.task, list(r.estimators), r.options) for r in runs]  # all checked before any runs
+    failed_runs = []
     with threads_set(threads):
         for plan in plans:
             result = execute(plan, _progress, err_console)
+            if result.status == "failed":
+                failed_runs.append(result)
             if result.measurements:
                 console.print(results_table(result))
             ref = result.reference
@@ -161,6 +222,9 @@ def run(
                 console.print(f"reference: {detail} · results: {result.run_dir}")
             else:
                 console.print(f"results: {result.run_dir}")
+    for result in failed_runs:  # recorded as failed rows, never averaged; the exit code says so too
+        err_console.print(f"failed: {result.error} (run {result.run_dir})", markup=False, soft_wrap=True)
+    return 1 if failed_runs else 0
 
 
 @app.command()
@@ -207,6 +271,8 @@ def sweep(
     crossed = {"task_grid": _grid_values("--task-grid", task_grid or []),
                "estimator_grid": _grid_values("--estimator-grid", estimator_grid or [])}
     if suite is None:
+        if suite_file is not None:  # silently ignored before: the user meant a suite from it
+            raise UserError("--suite-file names where suites are; add --suite NAME")
         if not task:
             raise UserError("Missing option '--task': give a task spec (or --suite NAME); see 'gradbench list tasks'")
         if not estimator:
@@ -267,13 +333,25 @@ def sweep(
 
 
 def _seeds(values: list[str]) -> list[int]:
+    """Seeds from "N" and "A..B" texts, each checked (range and count) before any list is built."""
+    from .options import check_seed
+    from .sweep.grid import MAX_CELLS
+
     seeds = []
     for text in values:
         first, sep, last = text.partition("..")
         try:
-            seeds += list(range(int(first), int(last) + 1)) if sep else [int(text)]
+            low, high = (int(first), int(last)) if sep else (int(text), int(text))
         except ValueError:
             raise UserError(f"--seed {text!r} is not an integer or a range A..B (e.g. 0..9)") from None
+        check_seed(low)
+        check_seed(high)
+        if high < low:
+            raise UserError(f"--seed {text!r} is an empty range; write A..B with A ≤ B")
+        if high - low + 1 + len(seeds) > MAX_CELLS:
+            raise UserError(f"--seed {text!r} gives {high - low + 1:,} seeds (at most {MAX_CELLS:,} in one sweep); "
+                            "split the range over several sweeps into the same --out")
+        seeds += range(low, high + 1)
     return seeds
 
 
@@ -380,8 +458,10 @@ def compare(
 ):
     """Compare two results; exit 1 when a metric regressed (worse by the factor, and significantly), else 0."""
     from .reports.compare import compare as run_compare
-    from .store import read_results
+    from .store import atomic_write_bytes, read_results
 
+    if csv is not None and not csv.parent.is_dir():
+        raise UserError(f"cannot write --csv {csv}: the folder {csv.parent} does not exist; create it first")
     result = run_compare(read_results(baseline), read_results(current), metrics=tuple(metric or ()),
                          max_ratio=max_ratio, alpha=alpha, timing_ratio=timing_ratio)
     out = console if console.is_terminal else Console(width=200, highlight=False)  # CI logs: no truncation
@@ -401,7 +481,7 @@ def compare(
         if len(reasons) > 20:
             out.print(f"  … and {len(reasons) - 20} more")
     if csv is not None:
-        result.rows.to_csv(csv, index=False)
+        atomic_write_bytes(csv, result.rows.to_csv(index=False).encode())  # no partial file on a full disk
     if result.exit_code:
         err_console.print(f"{len(result.regressions)} regression(s)")
     return result.exit_code

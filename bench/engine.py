@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -25,6 +25,7 @@ from .stats import GroupStats, GroupSummary
 from .view import View, replicate  # noqa: F401  (re-exported: the engine's callers used to find them here)
 
 _CHUNK_VALUES = 1 << 23  # noise values per chunk: bounds memory whatever the estimator draws
+MAX_NOISE_VALUES = 1 << 27  # of one estimate (1 GiB in float64): a chunk cannot split one estimate
 
 
 @dataclass(frozen=True)
@@ -80,21 +81,31 @@ def _gradients(view: View, estimator: Estimator, state: Any, noise: dict[str, Te
     }
 
 
-def plan_chunks(samples: int, batches: int, chunk_size: int) -> list[tuple[int, int, int]]:
-    """(start, stop, batch) ranges covering ``samples`` estimates; no chunk spans two batches."""
+def plan_chunks(samples: int, batches: int, chunk_size: int) -> Iterator[tuple[int, int, int]]:
+    """(start, stop, batch) ranges covering ``samples`` estimates; no chunk spans two batches.
+
+    A generator: memory stays bounded however many chunks there are.
+    """
     batches = max(1, min(batches, samples // 2))
     bounds = [round(b * samples / batches) for b in range(batches + 1)]
-    out = []
     for b in range(batches):
         for start in range(bounds[b], bounds[b + 1], chunk_size):
-            out.append((start, min(start + chunk_size, bounds[b + 1]), b))
-    return out
+            yield start, min(start + chunk_size, bounds[b + 1]), b
 
 
 def chunk_size_for(estimator: Estimator, template: Distribution, requested: int) -> int:
     """Cap the chunk so the noise of one chunk stays near _CHUNK_VALUES values."""
-    per_estimate = sum(spec.numel for spec in estimator.noise(template).values())
+    per_estimate = noise_per_estimate(estimator, template)
     return max(1, min(requested, _CHUNK_VALUES // max(1, per_estimate)))
+
+
+def noise_per_estimate(estimator: Estimator, template: Distribution) -> int:
+    """Noise values one estimate draws; refused (UserError) beyond MAX_NOISE_VALUES, before any is drawn."""
+    per_estimate = sum(spec.numel for spec in estimator.noise(template).values())
+    if per_estimate > MAX_NOISE_VALUES:
+        raise UserError(f"{estimator.label} draws {per_estimate:,} noise values per estimate (at most "
+                        f"{MAX_NOISE_VALUES:,}, about 1 GiB); give it smaller sizes")
+    return per_estimate
 
 
 def warm_up(view: View, estimator: Estimator, state: Any, steps: int, seed: int) -> Any:
@@ -129,6 +140,7 @@ def measure(problem: Problem, estimator: Estimator, reference: dict[str, Tensor]
         raise UserError(f"samples must be at least 2, got {config.samples}")
     started = time.perf_counter()
     view = View(problem, estimator)
+    noise_per_estimate(estimator, view.template)  # before warm-up draws any
     warmup = 0
     if state is None:
         state = init_state(view, estimator, config.seed)

@@ -7,7 +7,6 @@ name the problem and the fix. Everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import difflib
 from typing import Iterable
 
 
@@ -28,9 +27,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
     Lives with the errors because every "unknown name" message uses it.
     """
-    choices = list(choices)
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    if not close and name:
-        # Prefix matches catch short typos difflib scores low ("gs" -> "gst").
-        close = [c for c in choices if c.startswith(name) or name.startswith(c)][:1]
-    return f"; did you mean {close[0]!r}?" if close else ""
+    from .typos import closest  # transpositions and doubled letters too (Damerau–Levenshtein)
+
+    close = closest(name, list(choices))
+    return f"; did you mean {close!r}?" if close else ""

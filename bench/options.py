@@ -21,6 +21,8 @@ ENGINES = ("vectorized", "loop")
 REFERENCE_MODES = ("auto", "exact", "reinforce")
 DTYPES = ("float32", "float64")
 MIN_REFERENCE_SAMPLES = 40  # at least 20 groups of 2 draws for a REINFORCE-LOO reference
+SEED_RANGE = (0, (1 << 63) - 1)  # what the results' int64 column and torch's generator both take
+MAX_DRAWS = 10**9  # estimates, reference draws or warm-up steps: beyond it a run takes days, not minutes
 
 
 def option(default: Any, help: str, check: Callable[[Any], str | None] | None = None, cli: bool = True):
@@ -30,6 +32,34 @@ def option(default: Any, help: str, check: Callable[[Any], str | None] | None = 
     ``cli=False`` keeps the field off the generated flags (a command declares it itself).
     """
     return dataclasses.field(default=default, metadata={"help": help, "check": check, "cli": cli})
+
+
+def _seed(v: Any) -> str | None:
+    low, high = SEED_RANGE
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        return f"--seed must be an integer from {low} to {high:,} (2^63 − 1), got {v!r}"
+    return None
+
+
+def _draws(flag: str, low: int, why: str, optional: bool = True) -> Callable[[Any], str | None]:
+    """``low`` ≤ v ≤ MAX_DRAWS (None allowed when optional): absurd sizes are refused before compute."""
+    def check(v: Any) -> str | None:
+        if v is None and optional:
+            return None
+        if v < low:
+            return f"{flag} must be at least {low}{why}, got {v}"
+        if v > MAX_DRAWS:
+            return (f"{flag} {v:,} is beyond what a run can draw in reasonable time (at most {MAX_DRAWS:,}); "
+                    "use a smaller value, or several seeds with 'gradbench sweep'")
+        return None
+    return check
+
+
+def check_seed(seed: Any) -> None:
+    """Raise a UserError unless ``seed`` is in SEED_RANGE (run, sweep seeds and ranges)."""
+    message = _seed(seed)
+    if message:
+        raise UserError(message)
 
 
 def _one_of(choices: tuple[str, ...], what: str) -> Callable[[Any], str | None]:
@@ -42,8 +72,8 @@ class RunOptions:
 
     samples: int | None = option(
         None, "Gradient estimates per estimator (S; default: the task's, 10,000 for toy tasks).",
-        lambda v: None if v is None or v >= 2 else f"--samples must be at least 2 (variance needs two estimates), got {v}")
-    seed: int = option(0, "Seed of all noise; same seed, same numbers.")
+        _draws("--samples", 2, " (variance needs two estimates)"))
+    seed: int = option(0, "Seed of all noise; same seed, same numbers.", _seed)
     out: str = option("results", "Results folder; each run adds its own subfolder.", cli=False)
     engine: str = option("vectorized", "vectorized, or loop (one autograd call per draw; the reference "
                          "implementation).", _one_of(ENGINES, "engine"))
@@ -58,14 +88,13 @@ class RunOptions:
                             "leave-one-out baseline).", _one_of(REFERENCE_MODES, "reference"))
     reference_samples: int | None = option(
         None, "Draws of f behind a REINFORCE reference (default: the task's, 1,000,000 for toy tasks).",
-        lambda v: None if v is None or v >= MIN_REFERENCE_SAMPLES
-        else f"--reference-samples must be at least {MIN_REFERENCE_SAMPLES}, got {v}")
+        _draws("--reference-samples", MIN_REFERENCE_SAMPLES, ""))
     chunk_size: int = option(
         1 << 16, "Estimates drawn per vectorised chunk (memory knob; results do not depend on it beyond rounding).",
-        lambda v: None if v >= 1 else f"--chunk-size must be positive, got {v}")
+        lambda v: None if 1 <= v <= MAX_DRAWS else f"--chunk-size must be from 1 to {MAX_DRAWS:,}, got {v}")
     warmup: int = option(
         1000, "Steps that adapt a stateful estimator's state before measuring with it frozen.",
-        lambda v: None if v >= 0 else f"--warmup must be ≥ 0, got {v}")
+        _draws("--warmup", 0, "", optional=False))
 
     def check(self) -> None:
         """Raise a UserError naming the first bad value and its fix."""
@@ -111,7 +140,7 @@ class ProcessOption:
 THREADS = ProcessOption(
     "threads", 1, "Torch threads per run or sweep cell (a Ray task asks for as many CPUs); 0 (run only): torch's default. "
     "Keep it fixed: float32 kernels round differently with other counts.",
-    lambda v: None if v >= 0 else f"--threads must be at least 0 (0: torch's default), got {v}")
+    lambda v: None if 0 <= v <= 1024 else f"--threads must be at least 0 and at most 1024 (0: torch's default), got {v}")
 
 
 def set_threads(threads: int | None) -> None:

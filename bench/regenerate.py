@@ -8,9 +8,10 @@ Parts (all by default, in this order):
             tasks/, found by walking the packages) and docs/estimators.md, the catalogue
             page made from it. Seconds.
   tables    docs/results/estimator-table.md (tests/benchmarks/estimator_table.py: every
-            estimator on the toy tasks, 100,000 estimates each) and docs/results/gengs.md
-            (tests/benchmarks/gengs_sweep.sh, then gradbench.reports.counts_table). Minutes;
-            each `gradbench run` shows its progress.
+            estimator on the toy tasks, 100,000 estimates each), docs/results/gengs.md
+            (tests/benchmarks/gengs_sweep.sh, then gradbench.reports.counts_table) and
+            docs/results/permutations.md (gradbench sweep --suite permutations, then
+            gradbench.reports.permutation_table). Minutes; each run shows its progress.
   baseline  tests/baselines/ci, the CI regression baseline (`gradbench run --suite ci`, one
             thread). A few minutes.
 
@@ -137,7 +138,7 @@ def mask_timings(text: str) -> str:
 
 
 def estimator_table(check: bool, work: Path) -> bool:
-    _say("tables 1/2: estimator table (3 tasks × every fitting estimator, 100,000 estimates each)")
+    _say("tables 1/3: estimator table (3 tasks × every fitting estimator, 100,000 estimates each)")
     page = work / "estimator-table.md"
     _run([sys.executable, "tests/benchmarks/estimator_table.py", "--page", str(page),
           "--out", str(work / "estimator-table")])
@@ -146,7 +147,7 @@ def estimator_table(check: bool, work: Path) -> bool:
 
 
 def gengs_table(check: bool, work: Path) -> bool:
-    _say("tables 2/2: GenGS against truncation and τ (six `gradbench run`, 100,000 estimates each)")
+    _say("tables 2/3: GenGS against truncation and τ (six `gradbench run`, 100,000 estimates each)")
     _run(["bash", "tests/benchmarks/gengs_sweep.sh", str(work / "gengs")])
     table = _run([sys.executable, "-m", "gradbench.reports.counts_table", str(work / "gengs")],
                  capture_output=True, text=True).stdout
@@ -158,9 +159,20 @@ def gengs_table(check: bool, work: Path) -> bool:
     return _finish(RESULTS / "gengs.md", text, check)
 
 
+def permutation_table(check: bool, work: Path) -> bool:
+    _say("tables 3/3: relaxed sorts against τ on toy-permutation (`gradbench sweep --suite permutations`, "
+         "104 cells of 200,000 estimates; about 10 minutes of one core, two jobs)")
+    _run([sys.executable, "-m", "gradbench", "sweep", "--suite", "permutations", "--jobs", "2",
+          "--out", str(work / "permutations")], stdout=subprocess.DEVNULL)
+    table = _run([sys.executable, "-m", "gradbench.reports.permutation_table", str(work / "permutations")],
+                 capture_output=True, text=True).stdout
+    return _finish(RESULTS / "permutations.md", f"{GENERATED.format(part='tables')}\n\n{table}", check)
+
+
 def tables(check: bool) -> bool:
     with tempfile.TemporaryDirectory(prefix="gradbench-tables-") as tmp:
-        return estimator_table(check, Path(tmp)) & gengs_table(check, Path(tmp))
+        steps = (estimator_table, gengs_table, permutation_table)
+        return all([step(check, Path(tmp)) for step in steps])  # a list: every step runs, even after a stale one
 
 
 def _finish(path: Path, text: str, check: bool) -> bool:

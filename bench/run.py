@@ -7,6 +7,7 @@ before anything is computed or written; :func:`execute` then does the work.
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -47,11 +48,22 @@ def validate_specs(task: str, estimator_texts: list[str]) -> tuple[Spec, list[Sp
                             f"(estimators that fit: {', '.join(fits) or 'none'})")
         specs.append(spec)
         families.append(detail)
-    labels = [str(s) for s in specs]
-    duplicates = {x for x in labels if labels.count(x) > 1}
-    if duplicates:
-        raise UserError(f"estimator {sorted(duplicates)[0]} is given twice; give each configuration once")
+    seen: dict[str, Spec] = {}
+    for spec in specs:  # "stgs" and "stgs(tau=1.0)" are one configuration: defaults filled in before comparing
+        key = resolved_key(spec)
+        if key in seen:
+            same = "is given twice" if str(seen[key]) == str(spec) else f"is the same configuration as {seen[key]}"
+            raise UserError(f"estimator {spec} {same} (defaults filled in); give each configuration once")
+        seen[key] = spec
     return task_spec, specs, families
+
+
+def resolved_key(spec: Spec) -> str:
+    """The spec with every declared default filled in, as canonical JSON (what is actually run)."""
+    import json
+
+    params = {name: p.default for name, p in estimators.info(spec.name).params.items()}
+    return json.dumps([spec.name, {**params, **spec.kwargs}], sort_keys=True, default=str)
 
 
 def prepare(task: str, estimator_texts: list[str], options: RunOptions) -> Plan:
@@ -67,6 +79,8 @@ class RunResult:
     rows: list[dict[str, Any]]
     measurements: list = field(default_factory=list)
     reference: Any = None
+    status: str = "running"  # the sidecar's final status: complete, or failed when a measurement failed
+    error: str = ""  # the sidecar's error: which measurement failed first, and why
 
 
 def build(plan: Plan):
@@ -95,70 +109,133 @@ def execute(plan: Plan, progress_factory: Callable | None = None, console=None,
     device = resolve_device(options.device)
     dtype_name = options.dtype or task.dtype
     dtype = getattr(torch, dtype_name)
+    check_finite_params(task, dtype_name)
 
-    created = datetime.now(timezone.utc)
-    if run_dir is None:
-        run_id, run_dir = create_run_dir(Path(options.out), created)
-    run_id = run_id or run_dir.name
-    sidecar = {
-        "run_id": run_id,
-        "created_at": created.isoformat(),
-        "status": "running",
-        "task": {"name": task.name, "label": task.label, "version": task.version, "kind": task.kind,
-                 "params": task.params_dict()},
-        "estimators": [
-            {"name": e.name, "label": e.label, "version": e.version, "params": e.params_dict(), "family": fam}
-            for e, fam in zip(built, plan.families)
-        ],
-        "options": asdict(options),
-        "dtype": dtype_name,
-        "environment": environment(device),
-    }
-    write_sidecar(run_dir, sidecar)
-    result = RunResult(run_id, run_dir, [])
-
-    def record(rows: list[dict[str, Any]]) -> None:
-        result.rows.extend(rows)
-        write_metrics(run_dir, result.rows)  # rewritten atomically: an interrupted run keeps what it recorded
-
-    common = run_columns(run_id=run_id, created_at=created, torch_version=torch.__version__, device=str(device),
-                         dtype=dtype_name, seed=options.seed, task=task.name, task_version=task.version,
-                         task_params=task.params_json(), engine=options.engine, reference=options.reference)
     progress = progress_factory() if progress_factory else nullcontext()
-    try:
-        with progress as bar:
+    with progress as bar:
+        # Everything knowable before measuring is checked (and every reference computed) before the
+        # run folder exists: an infeasible reference or an absurd size writes nothing.
+        targets = preflight(task, built, options, device, dtype, bar) if task.kind == "fixed" else None
+        created = datetime.now(timezone.utc)
+        made_here = run_dir is None
+        if made_here:
+            run_id, run_dir = create_run_dir(Path(options.out), created)
+        run_id = run_id or run_dir.name
+        sidecar = {
+            "run_id": run_id,
+            "created_at": created.isoformat(),
+            "status": "running",
+            "task": {"name": task.name, "label": task.label, "version": task.version, "kind": task.kind,
+                     "params": task.params_dict()},
+            "estimators": [
+                {"name": e.name, "label": e.label, "version": e.version, "params": e.params_dict(), "family": fam}
+                for e, fam in zip(built, plan.families)
+            ],
+            "options": asdict(options),
+            "dtype": dtype_name,
+            "environment": environment(device),
+        }
+        try:
+            write_sidecar(run_dir, sidecar)
+        except BaseException:  # nothing written yet (full disk, no permission): leave no empty run folder
+            if made_here:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        result = RunResult(run_id, run_dir, [])
+
+        def record(rows: list[dict[str, Any]]) -> None:
+            result.rows.extend(rows)
+            write_metrics(run_dir, result.rows)  # rewritten atomically: an interrupted run keeps what it recorded
+
+        common = run_columns(run_id=run_id, created_at=created, torch_version=torch.__version__,
+                             device=str(device), dtype=dtype_name, seed=options.seed, task=task.name,
+                             task_version=task.version, task_params=task.params_json(), engine=options.engine,
+                             reference=options.reference)
+        try:
             if task.kind == "fixed":
-                _measure_fixed(task, built, options, device, dtype, common, record, result, bar, console, sidecar)
+                _measure_fixed(targets, built, options, common, record, result, bar, console, sidecar)
             else:
                 _train(task, built, options, device, dtype, common, record, result, bar, console, run_dir,
                        sidecar.setdefault("notes", []))
-        sidecar["status"] = "complete"
-    except BaseException as exc:
-        sidecar["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        sidecar["error"] = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        sidecar["finished_at"] = datetime.now(timezone.utc).isoformat()
-        write_sidecar(run_dir, sidecar)
+            failed = [r for r in result.rows if r["status"] == "failed"]
+            sidecar["status"] = "failed" if failed else "complete"
+            if failed:  # recorded, never averaged; the run's status and exit code say so
+                sidecar["error"] = (f"{len({r['estimator_label'] for r in failed})} measurement(s) failed, first "
+                                    f"{failed[0]['estimator_label']}: {failed[0]['message']}")
+        except BaseException as exc:
+            sidecar["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            sidecar["error"] = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            sidecar["finished_at"] = datetime.now(timezone.utc).isoformat()
+            write_sidecar(run_dir, sidecar)
+    result.status, result.error = sidecar["status"], sidecar.get("error", "")
     return result
 
 
-def _measure_fixed(task, built, options, device, dtype, common, record, result, bar, console, sidecar) -> None:
+MAX_TABLE_VALUES = 1 << 24  # values of one variable's sampling table or categorical view
+
+
+def check_finite_params(task, dtype_name: str) -> None:
+    """Every number the task was given must be finite in the run's dtype (1e39 is inf in float32)."""
+    import torch
+
+    largest = torch.finfo(getattr(torch, dtype_name)).max
+
+    def numbers(value):
+        if isinstance(value, (list, tuple)):
+            for v in value:
+                yield from numbers(v)
+        elif isinstance(value, float):
+            yield value
+
+    for key, value in task.params_dict().items():
+        for number in numbers(value):
+            if not abs(number) <= largest:
+                raise UserError(f"{task.name}: {key} holds {number!r}, which is not finite in {dtype_name} "
+                                f"(|value| ≤ {largest:.3g}); give smaller values or --dtype float64")
+
+
+def preflight(task, built, options, device, dtype, bar=None) -> list:
+    """Build the problem, check each estimator's sizes against memory, and resolve every reference.
+
+    Returns ``[(estimator, target problem, reference)]`` in estimator order, for :func:`_measure_fixed`.
+    """
+    import torch
+
+    from .engine import noise_per_estimate
+    from .view import View, replicate
     from .references import resolve_reference
-    from .engine import MeasureConfig, measure
 
     problem = task.problem(device, dtype)
+    for group, value in problem.parameters().items():
+        if not bool(torch.isfinite(value).all()):
+            raise UserError(f"{task.name}: its {group} parameters are not finite in {str(dtype)[6:]} (the given "
+                            "values overflow); give smaller values or --dtype float64")
+    native = problem.distribution(replicate(problem.parameters(), 1))
+    if native.table_size() > MAX_TABLE_VALUES:
+        raise UserError(f"{getattr(task, 'label', task.name)}: one variable needs tables of {native.table_size():,} values (at most "
+                        f"{MAX_TABLE_VALUES:,}); give smaller counts or rates")
     references: dict[int, Any] = {}  # one per distinct problem (estimators of another objective get their own)
-    sidecar["reference"] = {}
-    config = MeasureConfig(options.samples, options.seed, options.chunk_size, options.engine, options.warmup)
+    targets = []
     for estimator in built:
         target = problem.for_estimator(estimator)
+        noise_per_estimate(estimator, View(target, estimator).template)
         if id(target) not in references:
             references[id(target)] = resolve_reference(
                 target, options.reference, options.reference_samples, options.seed, options.chunk_size,
                 progress=_tracker(bar, "reference (REINFORCE-LOO)", options.reference_samples),
             )
-        reference = references[id(target)]
+        targets.append((estimator, target, references[id(target)]))
+    return targets
+
+
+def _measure_fixed(targets, built, options, common, record, result, bar, console, sidecar) -> None:
+    from .engine import MeasureConfig, measure
+
+    sidecar["reference"] = {}
+    config = MeasureConfig(options.samples, options.seed, options.chunk_size, options.engine, options.warmup)
+    for estimator, target, reference in targets:
         result.reference = result.reference or reference
         sidecar["reference"][estimator.label] = {"kind": reference.kind, "samples": reference.samples,
                                                  "stderr": {g: reference.stderr(g) for g in reference.gradient}}

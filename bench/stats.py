@@ -155,6 +155,9 @@ def summarize(acc: GroupStats, reference_variance: float = 0.0) -> GroupSummary:
                             f"{nonfinite} of {n} estimates were not finite (NaN or inf); nothing was averaged")
     if n < 2:
         return GroupSummary(n, dim, {}, None, "failed", f"need at least 2 estimates, got {n}")
+    if acc.reference is not None and not bool(torch.isfinite(acc.reference).all()):
+        return GroupSummary(n, dim, {}, None, "failed", "the reference gradient is not finite (NaN or inf): the "
+                            "task's values overflow; nothing was compared against it")
     mean = acc.total / n
     total_norm2 = float(acc.total @ acc.total)
     variance = max(float(acc.sq) - total_norm2 / n, 0.0) / (n - 1)
@@ -197,4 +200,10 @@ def summarize(acc: GroupStats, reference_variance: float = 0.0) -> GroupSummary:
             reference_norm=Metric(rnorm),
             reference_stderr=Metric(math.sqrt(reference_variance)),
         )
+    # Finite estimates can still overflow when squared or differenced: such a metric is a failed
+    # measurement, never an ok row holding inf. (snr is legitimately inf when the variance is 0.)
+    overflowed = [k for k in ("variance", "bias_norm", "mse") if k in metrics and not math.isfinite(metrics[k].value)]
+    if overflowed:
+        return GroupSummary(n, dim, {}, None, "failed", f"{overflowed[0]} is not finite (the values overflow "
+                            "the float range); nothing was averaged")
     return GroupSummary(n, dim, metrics, mean)

@@ -55,24 +55,49 @@ def create_run_dir(out: Path, now: datetime | None = None) -> tuple[str, Path]:
             path.mkdir()
         except FileExistsError:
             continue
+        except OSError as exc:  # a read-only or full results folder
+            raise UserError(f"cannot create a run folder in {out}: {exc.strerror}; choose another --out") from None
         return run_id, path
     raise RuntimeError(f"could not create a unique run folder in {out}")
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write through a temporary file that replaces ``path``; on any failure, no temporary file is left.
+
+    The file gets the mode a plain ``open`` would give (0666 less the umask), not mkstemp's 0600,
+    so others on a shared machine can read results when the umask lets them.
+    """
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:  # full disk, size limit: name the file for the CLI
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting it, so set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`_atomic_write`), for reports and CSV files."""
+    _atomic_write(Path(path), lambda fh: fh.write(data))
 
 
 def write_metrics(run_dir: Path, rows: Iterable[dict[str, Any]]) -> Path:
@@ -109,8 +134,49 @@ def read_results(path: str | Path):
     tables = []
     for file in files:
         try:
-            tables.append(pq.read_table(file))
+            table = pq.read_table(file)
         except (pa.ArrowInvalid, OSError) as exc:
             raise UserError(f"{file} is not a readable Parquet file ({exc}); delete it or move it out of {path}") from None
-    table = pa.concat_tables(tables, promote_options="default")
+        check_schema(table.schema, file, path)
+        target = pa.schema([f.with_type(SCHEMA.field(f.name).type) if f.name in SCHEMA.names else f
+                            for f in table.schema])
+        try:
+            tables.append(table.cast(target))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+            raise UserError(f"{file}: its columns do not convert to gradbench's types ({exc}); move it out of {path}") from None
+    try:
+        table = pa.concat_tables(tables, promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise UserError(f"the results under {path} do not fit together ({exc}); read them separately") from None
     return table.to_pandas()
+
+
+def check_schema(schema: pa.Schema, file: Path, root: Path) -> None:
+    """Every column of SCHEMA present with a type that casts to it; else one line naming file and column.
+
+    Extra columns are kept (a newer version may add some); integer columns may be read as floats
+    and vice versa only where the cast is lossless in meaning (counts stored as int are fine as float).
+    """
+    for expected in SCHEMA:
+        if expected.name not in schema.names:
+            raise UserError(f"{file} is not a gradbench results file: it has no column {expected.name!r}; "
+                            f"move it out of {root} (or regenerate it with 'gradbench run')")
+        found = schema.field(expected.name).type
+        if not _castable(found, expected.type):
+            raise UserError(f"{file}: column {expected.name!r} holds {found}, expected {expected.type}; "
+                            f"move it out of {root} (or regenerate it with 'gradbench run')")
+
+
+def _castable(found: pa.DataType, expected: pa.DataType) -> bool:
+    if found == expected or pa.types.is_null(found):
+        return True
+    if pa.types.is_string(expected):
+        return pa.types.is_string(found) or pa.types.is_large_string(found) or pa.types.is_dictionary(found) \
+            and pa.types.is_string(found.value_type)
+    if pa.types.is_timestamp(expected):
+        return pa.types.is_timestamp(found)
+    if pa.types.is_integer(expected):
+        return pa.types.is_integer(found)
+    if pa.types.is_floating(expected):
+        return pa.types.is_floating(found) or pa.types.is_integer(found)
+    return False

@@ -63,7 +63,7 @@ def stein_inputs(dist: Distribution, f: Objective, u: Tensor, k: int) -> tuple[d
         "feature": feature,
         "feature_flipped": per_variable(feature, dist) + coef * (1 - 2 * b),  # ℓ_i(b_i^{(d)}): [k, n, *batch]
         "flip_prob": p * (1 - b) + (1 - p) * b,  # q of the flipped value
-        "variables": torch.tensor(math.prod(dist.batch_shape[dist.units:]), dtype=p.dtype),
+        "variables": torch.tensor(math.prod(dist.batch_shape[dist.units:]), dtype=p.dtype, device=p.device),
     }, fb
 
 

@@ -39,6 +39,7 @@ and its load, which no within-run interval captures: they are left out unless
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,8 +113,9 @@ def select(df: pd.DataFrame, metrics: tuple[str, ...] | None, timing: bool) -> p
 def compare(baseline: pd.DataFrame, current: pd.DataFrame, *, metrics: tuple[str, ...] | None = None,
             max_ratio: float = 1.25, alpha: float = 0.01, timing_ratio: float | None = None) -> Comparison:
     """Compare two results tables (rows as read by ``gradbench.store.read_results``)."""
-    if max_ratio < 1 or (timing_ratio is not None and timing_ratio < 1):
-        raise UserError(f"--max-ratio and --timing-ratio must be ≥ 1, got {max_ratio} and {timing_ratio}")
+    for flag, ratio in (("--max-ratio", max_ratio), ("--timing-ratio", timing_ratio)):
+        if ratio is not None and not 1 <= ratio < math.inf:  # also refuses nan, which every comparison passes
+            raise UserError(f"{flag} must be a finite number ≥ 1, got {ratio}")
     if not 0 < alpha < 1:
         raise UserError(f"--alpha must be between 0 and 1, got {alpha}")
     both = pd.concat([baseline.assign(_side="baseline"), current.assign(_side="current")], ignore_index=True)

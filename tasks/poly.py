@@ -68,6 +68,7 @@ class Poly(Task):
     seed: int = param(0, "seed of the initial logits (one training seed each)", ge=0)
 
     def problem(self, device, dtype):
-        generator = torch.Generator().manual_seed(derive_seed("poly", self.seed, self.dim))
-        logits = (torch.rand(self.dim, 2, generator=generator, dtype=torch.float64) * 2 - 1) * self.init
+        # Drawn on the CPU whatever the device, so a seed gives the same logits everywhere.
+        generator = torch.Generator(device="cpu").manual_seed(derive_seed("poly", self.seed, self.dim))
+        logits = (torch.rand(self.dim, 2, generator=generator, dtype=torch.float64, device="cpu") * 2 - 1) * self.init
         return PolyProblem(logits.to(device=device, dtype=dtype), self.target, self.p)

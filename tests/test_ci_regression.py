@@ -80,6 +80,7 @@ def test_degraded_estimator_is_caught_and_unchanged_one_is_not(tmp_path, monkeyp
     assert set(table.loc[table["estimator_label"] != "gst", "verdict"]) == {"identical"}
 
 
+@pytest.mark.slow  # 21 measurements of the ci suite; the default suite keeps the test above
 def test_different_seeds_raise_no_false_alarm_over_20_seeds(one_thread):
     """Each comparison tests ~47 metrics at family-wise α = 0.01 (Holm), so P(any alarm in 20) ≤ 0.18 if
     the tests were exactly calibrated at the level; the 1.25 factor on top makes an alarm far rarer

@@ -14,12 +14,12 @@ from gradbench.engine import MeasureConfig, measure, plan_chunks
 
 
 def test_chunk_plan_covers_every_estimate_once_and_respects_batches():
-    chunks = plan_chunks(1000, 20, 64)
+    chunks = list(plan_chunks(1000, 20, 64))
     covered = [i for start, stop, _ in chunks for i in range(start, stop)]
     assert covered == list(range(1000))
     bounds = {b: (min(s for s, _, bb in chunks if bb == b), max(e for _, e, bb in chunks if bb == b)) for b in range(20)}
     assert all(bounds[b][1] == bounds[b + 1][0] for b in range(19))
-    assert plan_chunks(3, 20, 10) == [(0, 3, 0)]
+    assert list(plan_chunks(3, 20, 10)) == [(0, 3, 0)]
 
 
 def test_noise_does_not_depend_on_how_it_is_chunked(device):

@@ -14,13 +14,45 @@ from conftest import CPU, measure_spec, problem_of
 from gradbench.contract import Problem
 from gradbench.families.categorical import Categorical, Objective
 from gradbench.noise import NoiseSource
-from gradbench.registry import estimators
+from gradbench.families.permutation import PlackettLuce
+from gradbench.registry import compatibility, estimators, tasks
+from gradbench.spec import parse_spec
 from gradbench.engine import MeasureConfig, View, init_state, measure, per_draw_gradients, replicate, warm_up
 from gradbench.estimators.adaptive import Trainable
 from gradbench.estimators.nvil import NVILState
 
 STATEFUL = [n for n in estimators.names() if estimators.info(n).capabilities["stateful"]]
 TASK = "toy-bernoulli(logits=[-1.0, 0.5, 2.0], target=0.3)"
+# Where an estimator's family rules out TASK (PL-RELAX: permutations only), the first of these it fits.
+OTHER_TASKS = ["toy-permutation(k=4)"]
+
+
+def task_for(name: str) -> str:
+    """TASK, or the first task of OTHER_TASKS the estimator fits."""
+    for spec in [TASK, *OTHER_TASKS]:
+        if compatibility(estimators.info(name), tasks.info(parse_spec(spec).name))[0]:
+            return spec
+    raise AssertionError(f"no task in test_stateful fits {name}; add one to OTHER_TASKS")
+
+
+class RankingsProblem(Problem):
+    """Three units, one PL ranking of 4 items each; f_u(P) = ‖P − I‖², for estimators of the permutation family."""
+
+    family = "permutation"
+
+    def __init__(self):
+        import conftest  # the test device is set when pytest starts
+
+        logits = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        self.logits = logits.to(conftest.DEVICE)
+        eye = torch.eye(4, dtype=torch.float64, device=conftest.DEVICE)
+        self.objective = Objective(lambda x: ((x - eye) ** 2).sum((-2, -1)))
+
+    def parameters(self):
+        return {"logits": self.logits}
+
+    def distribution(self, params):
+        return PlackettLuce(params["logits"], units=1)
 
 
 def _tensors(obj):
@@ -44,18 +76,19 @@ def _same(a, b) -> bool:
 @pytest.mark.cpu_only(reason="bit-for-bit identity of repeated runs is promised on CPU only (docs/gpu.md)")
 @pytest.mark.parametrize("name", STATEFUL)
 def test_state_never_leaks_between_estimators_or_seeds(name):
-    first, _ = measure_spec(TASK, name, samples=400, seed=0, warmup=30)
+    task = task_for(name)
+    first, _ = measure_spec(task, name, samples=400, seed=0, warmup=30)
     for other in STATEFUL:  # every other stateful estimator, another seed, in between
-        measure_spec(TASK, other, samples=400, seed=1, warmup=30)
-    again, _ = measure_spec(TASK, name, samples=400, seed=0, warmup=30)
-    other_seed, _ = measure_spec(TASK, name, samples=400, seed=1, warmup=30)
+        measure_spec(task_for(other), other, samples=400, seed=1, warmup=30)
+    again, _ = measure_spec(task, name, samples=400, seed=0, warmup=30)
+    other_seed, _ = measure_spec(task, name, samples=400, seed=1, warmup=30)
     assert _same(first.state, again.state) and torch.equal(first.groups["logits"].mean, again.groups["logits"].mean)
     assert not _same(first.state, other_seed.state)
 
 
 @pytest.mark.parametrize("name", STATEFUL)
 def test_update_returns_new_state_and_never_mutates_the_old(name):
-    problem, estimator = problem_of(TASK), estimators.build(name)
+    problem, estimator = problem_of(task_for(name)), estimators.build(name)
     view = View(problem, estimator)
     initial = init_state(view, estimator, 0)
     snapshot = [t.clone() for t in _tensors(initial)]
@@ -68,11 +101,15 @@ def test_update_returns_new_state_and_never_mutates_the_old(name):
 def test_update_works_as_a_training_task_calls_it(name):
     """Many copies, several units (toy-latent's observations) and logits computed by a model, not leaves.
 
-    Binary-only estimators (double-cv, rodeo) use toy-bernoulli instead, which has no units.
+    Binary-only estimators (double-cv, rodeo) use toy-bernoulli instead, which has no units;
+    permutation-only ones (pl-relax) three PL rankings as units (RankingsProblem).
     """
     estimator = estimators.build(name)
-    task = "toy-latent" if "categorical" in estimator.families else "toy-bernoulli(logits=[0.3, -0.5, 1.0])"
-    problem = problem_of(task)
+    if "permutation" in estimator.families:
+        problem = RankingsProblem()
+    else:
+        task = "toy-latent" if "categorical" in estimator.families else "toy-bernoulli(logits=[0.3, -0.5, 1.0])"
+        problem = problem_of(task)
     view = View(problem, estimator)
     state = init_state(view, estimator, 0)
     logits = problem.parameters()["logits"]

@@ -35,7 +35,7 @@ def test_ci_suite_covers_every_registered_estimator():
     covered = {e.split("(")[0] for run in suite.runs for e in run.estimators}
     missing = sorted(set(estimators.names()) - covered)
     assert not missing, (f"the ci suite does not run {missing}: add a task they fit to bench/sweep/suites.toml, then "
-                         "regenerate the baseline (README, 'CI regression baseline')")
+                         "regenerate the baseline (docs/ci.md)")
     for run in suite.runs:
         assert run.options.device == "cpu" and run.options.dtype == "float64" and run.options.seed == 0
 
@@ -108,7 +108,7 @@ def test_builtin_suites_file_is_package_data():
 
 def test_committed_ci_baseline_matches_the_ci_suite():
     """The baseline .ci/run compares against must hold every configuration of the ci suite, at the
-    registered versions; after adding or changing an estimator or task, regenerate it (README)."""
+    registered versions; after adding or changing an estimator or task, regenerate it (docs/ci.md)."""
     from pathlib import Path
 
     from gradbench.store import read_results

@@ -63,6 +63,10 @@ class Distribution(ABC):
         """The same variables as categoricals (None if they have no such view)."""
         return None
 
+    def table_size(self) -> int:
+        """Values one variable's sampling table or categorical view holds (memory checks before a run)."""
+        return 0
+
     @staticmethod
     def from_categorical(x: Tensor) -> Tensor:
         """Map one-hot (or relaxed) samples of the categorical view to native values."""

@@ -162,6 +162,10 @@ class CountDistribution(Distribution):
             log_pmf = torch.cat([head, rest.log()], dim=-1)
         return Categorical(log_pmf, units=self.units)
 
+    def table_size(self) -> int:
+        """The larger of the sampling grid and the categorical view's level (host side, no allocation)."""
+        return max(self.grid, self.view_level if self.view_level is not None else self.truncation_level())
+
     def as_categorical(self) -> Categorical:
         level = self.view_level if self.view_level is not None else self.truncation_level()
         return self.truncated_categorical(level)

@@ -40,14 +40,17 @@ class SweepOptions:
     def check(self) -> None:
         if self.backend not in BACKENDS:
             raise UserError(f"unknown backend {self.backend!r}; choose local or ray")
-        if self.jobs < 1:
-            raise UserError(f"--jobs must be at least 1, got {self.jobs}")
-        if self.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {self.threads}")
-        if not self.gpus_per_cell > 0:
-            raise UserError(f"--gpus-per-cell must be positive, got {self.gpus_per_cell}")
+        if not 1 <= self.jobs <= MAX_WORKERS:
+            raise UserError(f"--jobs must be at least 1 and at most {MAX_WORKERS}, got {self.jobs}")
+        if not 1 <= self.threads <= MAX_WORKERS:
+            raise UserError(f"--threads must be at least 1 and at most {MAX_WORKERS}, got {self.threads}")
+        if not 0 < self.gpus_per_cell <= 64:  # also refuses nan and inf
+            raise UserError(f"--gpus-per-cell must be a number in (0, 64], got {self.gpus_per_cell}")
         if self.address and self.backend != "ray":
             raise UserError("--address names a Ray cluster; add --backend ray")
+
+
+MAX_WORKERS = 1024  # processes or threads: more than any machine here has cores
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -95,6 +96,19 @@ def cross(text: str, grid: dict[str, tuple], kind: str, where: str) -> list[str]
     return out
 
 
+MAX_CELLS = 100_000  # cells a sweep may plan: each is a folder and at least seconds of compute
+
+
+def check_size(grid: Grid) -> None:
+    """Refuse a grid with more than MAX_CELLS cells before listing them (planning holds every cell)."""
+    counts = [len(grid.tasks), len(grid.estimators), *map(len, grid.options.values()),
+              *map(len, grid.task_grid.values()), *map(len, grid.estimator_grid.values())]
+    cells = math.prod(counts)
+    if cells > MAX_CELLS:
+        raise UserError(f"{grid.where}: the grid has {cells:,} cells (at most {MAX_CELLS:,}); give fewer seeds or "
+                        "values, or split it into several sweeps into the same --out")
+
+
 def expand(grid: Grid) -> list[tuple[str, str, RunOptions]]:
     """Validated (task spec, estimator spec, options) of every cell of ``grid``, seeds outermost.
 
@@ -108,6 +122,7 @@ def expand(grid: Grid) -> list[tuple[str, str, RunOptions]]:
                          *grid.task_grid.items(), *grid.estimator_grid.items()):
         if not values:
             raise UserError(f"{grid.where}: {name} has no values; give at least one")
+    check_size(grid)
     keys = sorted(grid.options, key=lambda k: (k != "seed", k))  # seeds outermost: early results cover every estimator
     option_sets = []
     for combo in itertools.product(*(grid.options[k] for k in keys)):

@@ -331,17 +331,21 @@ def generate(
     return examples
 
 
+MAX_EXAMPLES = 10_000_000
+MAX_DEPTH = 200
+
+
 def _check_generate_args(
     n: int, max_args: int, max_depth: int, branching_prob: float, min_length: int, max_length: int
 ) -> None:
     """Reject settings that cannot produce ListOps data, naming the fix."""
     problems = []
-    if n < 0:
-        problems.append(f"n={n} must be >= 0")
-    if max_args < 2:
-        problems.append(f"max_args={max_args} must be >= 2")
-    if max_depth < 1:
-        problems.append(f"max_depth={max_depth} must be >= 1")
+    if not 0 <= n <= MAX_EXAMPLES:  # all examples are held in memory before the file is written
+        problems.append(f"n={n} must be in 0..{MAX_EXAMPLES:,}")
+    if not 2 <= max_args <= 1000:
+        problems.append(f"max_args={max_args} must be in 2..1000")
+    if not 1 <= max_depth <= MAX_DEPTH:  # trees are grown recursively: deeper would exhaust the stack
+        problems.append(f"max_depth={max_depth} must be in 1..{MAX_DEPTH}")
     if not 0.0 <= branching_prob <= 1.0:
         problems.append(f"branching_prob={branching_prob} must be in [0, 1]")
     if min_length < 1 or max_length < min_length:
@@ -475,9 +479,11 @@ def write_tsv(path: str | os.PathLike[str], examples: Sequence[Example]) -> None
             os.fsync(handle.fileno())
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         # Leave no stray temporary file behind, whatever went wrong.
         Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # full disk: name the file in the one-line error
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 

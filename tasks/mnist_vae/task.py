@@ -27,7 +27,7 @@ from .model import ACTIVATIONS
 # training images, 40 steps an epoch) trains 2,000 steps and measures twice. On 2 cores a
 # step costs ~25 ms (GR-MC with k = 100: ~180 ms); one measurement is the reference's
 # 1,000 decoder passes over 1,000 images plus 100 estimates; one IWAE evaluation is
-# 1,000 decoder passes. See README (mnist-vae) for measured times.
+# 1,000 decoder passes. See docs/tasks/mnist-vae.md for measured times.
 CPU_EPOCHS = 50
 CPU_MEASURE_EVERY = 25
 CPU_IWAE_SAMPLES = 1000

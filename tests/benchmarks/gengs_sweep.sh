@@ -1,6 +1,6 @@
 #!/bin/bash
 # GenGS bias and variance against truncation level and τ on Poisson(λ), λ ∈ {0.5, 5, 50}
-# (README, "Count variables and GenGS"). Tabulate with:
+# (docs/results/gengs.md, docs/results/gengs-findings.md). Tabulate with:
 #   python -m gradbench.reports.counts_table OUT
 set -e
 out=${1:-results/gengs}
