@@ -52,6 +52,11 @@ class View:
         # A step-by-step estimator declares its noise for every decision at once ([*batch, T, K]).
         self.template = (template.step_template() if self.stepwise
                          else self.distribution(replicate(problem.parameters(), 1)))
+        # A task's masks can depend on its configuration (toy-quadratic's mask=...), so the
+        # declarations alone cannot refuse every pair: check the distribution itself.
+        if getattr(self.template, "mask", None) is not None and not estimator.capability("masks"):
+            raise UserError(f"{estimator.label} does not support masked categories and this task masks some; "
+                            "choose an estimator that declares masks (gradbench list estimators) or drop the mask")
 
     def distribution(self, params: dict[str, Tensor]) -> Distribution:
         dist = self.problem.distribution(params)

@@ -54,7 +54,8 @@ def _pairs():
     out = []
     for task_spec, est_spec in itertools.product(_fixed_tasks(), estimators.names() + EXTRA_ESTIMATORS):
         t, e = parse_spec(task_spec), parse_spec(est_spec)
-        if compatibility(estimators.info(e.name), tasks.info(t.name), e.kwargs)[0]:
+        masked = "mask" in t.kwargs and not estimators.info(e.name).capability("masks", e.kwargs)
+        if compatibility(estimators.info(e.name), tasks.info(t.name), e.kwargs)[0] and not masked:
             out.append(pytest.param(task_spec, est_spec, id=f"{est_spec}-on-{task_spec[:40]}"))
     return out
 

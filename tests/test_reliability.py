@@ -388,3 +388,19 @@ def test_loop_and_vectorised_engines_keep_the_documented_promise():
         for group in vec:
             scale = vec[group].abs().max().clamp_min(1.0)
             assert (vec[group] - loop[group]).abs().max() <= 8 * torch.finfo(torch.float64).eps * scale, spec
+
+
+def test_an_estimator_without_masks_is_refused_on_a_masked_configuration(tmp_path):
+    """toy-quadratic declares no masks (its mask is a parameter), so the view checks the distribution:
+    carms, declaring masks=False, was silently biased (relative bias ~0.6) on mask=[1, 0, 1, 1, 1]."""
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradbench", "run", "--task",
+         "toy-quadratic(logits=[0.3, -0.2, 1.0, 0.5, 0.1], target=[0.1, 0.6, 0.2, 0.1, 0.0], mask=[1, 0, 1, 1, 1])",
+         "--estimator", "carms", "--samples", "100", "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not support masked categories" in lines[0] and "Traceback" not in proc.stderr
+    assert not out.exists() or not any(out.iterdir())
