@@ -116,6 +116,55 @@ class TrainingSession:
         return path
 
 
+class MovingVariance:
+    """The DisARM / RODEO / Double-CV "gradient variance": moving averages over training steps.
+
+    Each step's gradient g (a list of tensors, e.g. the encoder's parameter gradients) updates
+    exponential moving averages m₁ ← d·m₁ + (1 − d)·g and m₂ ← d·m₂ + (1 − d)·g², both started
+    at zero (as the authors' TensorFlow variables); ``value()`` is the mean over elements of
+    m₂ − m₁². Because the parameters move between steps, it counts the drift of E g and of the
+    variance along the way: it is the variance at no single point (docs/frontier.md).
+    ``value(debiased=True)`` divides both averages by 1 − dⁿ first (Adam's correction), so a
+    run of n ≪ 1/(1 − d) steps is not dominated by the zero start; with the papers' 10⁶ steps
+    the two agree.
+    """
+
+    def __init__(self, decay: float = 0.999):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"MovingVariance: decay must lie in (0, 1), got {decay}")
+        self.decay = decay
+        self.steps = 0
+        self.first: list[torch.Tensor] = []
+        self.second: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def update(self, grads: list[torch.Tensor]) -> None:
+        """Add one step's gradient (tensors of fixed shapes, same order every step)."""
+        if not self.first:
+            self.first = [torch.zeros_like(g) for g in grads]
+            self.second = [torch.zeros_like(g) for g in grads]
+        for m1, m2, g in zip(self.first, self.second, grads):
+            m1.mul_(self.decay).add_(g, alpha=1 - self.decay)
+            m2.mul_(self.decay).addcmul_(g, g, value=1 - self.decay)
+        self.steps += 1
+
+    @torch.no_grad()
+    def value(self, debiased: bool = False) -> float:
+        """Mean over all elements of avg(g²) − avg(g)² (NaN before the first step)."""
+        if not self.steps:
+            return math.nan
+        c = 1 - self.decay ** self.steps if debiased else 1.0
+        total = sum(float((m2 / c - (m1 / c) ** 2).sum()) for m1, m2 in zip(self.first, self.second))
+        return total / sum(m.numel() for m in self.first)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "steps": self.steps, "first": self.first, "second": self.second}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay, self.steps = float(state["decay"]), int(state["steps"])
+        self.first, self.second = list(state["first"]), list(state["second"])
+
+
 class TrainingTask(Task):
     """A task trained with the estimator (``kind = "training"``)."""
 

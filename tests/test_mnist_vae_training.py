@@ -84,6 +84,27 @@ def test_binary_task_trains_with_native_and_categorical_view_estimators(tmp_path
     assert set(df.loc[df.param_group != "", "family"]) == {"bernoulli", "categorical"}
 
 
+def test_moving_average_variance_is_logged_without_changing_training_and_survives_resume(tmp_path):
+    """moving_variance=d logs the DisARM/RODEO encoder variance each epoch; the run is otherwise unchanged."""
+    on = run("epochs=2, measure_every=0, checkpoint_every=1, moving_variance=0.999", "rloo",
+             task="mnist-vae-binary", out=tmp_path / "on")
+    run("epochs=2, measure_every=0", "rloo", task="mnist-vae-binary", out=tmp_path / "off")
+    names = ["train/encoder_moving_variance", "train/encoder_moving_variance_debiased"]
+    with_mv, without = frame(tmp_path / "on"), frame(tmp_path / "off")
+    logged = with_mv[with_mv.metric.isin(names)]
+    assert len(logged) == 4 and (logged["status"] == "ok").all() and (logged["value"] > 0).all()
+    same = lambda d: d[d.metric.isin(["train/loss", "train/neg_elbo", "test/neg_elbo"])].sort_values(  # noqa: E731
+        ["step", "metric"])["value"].tolist()
+    assert same(with_mv) == same(without)
+    # Resumed from epoch 1, epoch 2's moving averages equal the uninterrupted run's.
+    ckpt = on.run_dir / "_checkpoints" / "rloo-seed0-step1.pt"
+    run(f"epochs=1, measure_every=0, moving_variance=0.999, resume={str(ckpt)!r}", "rloo",
+        task="mnist-vae-binary", out=tmp_path / "resumed")
+    resumed = frame(tmp_path / "resumed")
+    pick = lambda d: d[d.metric.isin(names) & (d.step == 2)].sort_values("metric")["value"].tolist()  # noqa: E731
+    assert pick(resumed) == pick(with_mv)
+
+
 @dataclass(frozen=True)
 class ToyIWAE(Estimator):
     """A multi-sample-bound estimator stand-in: REINFORCE on −log w, asking for importance weights."""
@@ -149,6 +170,7 @@ def test_interrupted_run_leaves_a_readable_folder(tmp_path, monkeypatch):
     ("mnist-vae(encoder_hidden=[512, 0])", "encoder_hidden[1] must be ≥ 1"),
     ("mnist-vae(epoch=3)", "did you mean 'epochs'"),
     ("mnist-vae-binary(categories=4)", "unknown parameter 'categories'"),
+    ("mnist-vae-binary(moving_variance=1.0)", "moving_variance must be ≥ 0 and < 1"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, task, message):
     out = tmp_path / "res"

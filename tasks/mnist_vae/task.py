@@ -74,6 +74,11 @@ class _VAETask(TrainingTask):
                                      "<run folder>/_checkpoints/", ge=0)
     resume: str | None = param(None, "checkpoint (.pt) to start from: continue training, or with epochs=0 "
                                      "re-measure at it", kind="str", optional=True)
+    moving_variance: float = param(0.0, "decay d of the DisARM/RODEO/Double-CV moving-average variance of the "
+                                         "encoder gradient over training steps (their 0.999), logged every epoch "
+                                         "as train/encoder_moving_variance (zero-started, as the papers) and "
+                                         "train/encoder_moving_variance_debiased (÷ 1 − dⁿ); 0: not recorded",
+                                   ge=0.0, lt=1.0)
 
     def __post_init__(self):
         chosen = self.PRESETS.get(getattr(self, "preset", None), {})

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from gradbench.contract import Problem
 from gradbench.noise import NoiseSource, derive_seed
+from gradbench.training import MovingVariance
 from gradbench.view import View
 
 from . import checkpoint
@@ -86,7 +87,10 @@ def train(task, estimator, session) -> None:
     importance = "importance_weights" in estimator.requires
     probe = _Batch(model, grey_train[:1], torch.zeros(1, *model.latent_shape, device=device, dtype=dtype))
     state = estimator.init(View(probe, estimator).template, session.generator("estimator"))
-    start, state = _restore(task, estimator, model, optimizer, state, session) if task.resume else (0, state)
+    # The papers' training-time "variance" of the encoder gradient (docs/frontier.md), if asked for.
+    tracker = MovingVariance(task.moving_variance) if task.moving_variance else None
+    start, state = (_restore(task, estimator, model, optimizer, state, session, tracker) if task.resume
+                    else (0, state))
     measure_x = eval_test[: task.measure_images]
     if task.epochs == 0:  # re-evaluate and re-measure at the checkpoint
         _evaluate(task, model, eval_train, eval_test, session, start, with_iwae=True)
@@ -109,30 +113,35 @@ def train(task, estimator, session) -> None:
                 else:
                     x = eval_train[idx]  # the fixed draw (static) or the grey levels (none)
                 step = (epoch - 1) * steps_per_epoch + i
-                loss, state = _step(model, optimizer, estimator, state, x, noise, step, importance)
+                loss, state = _step(model, optimizer, estimator, state, x, noise, step, importance, tracker)
                 losses.append(loss)
                 if bar:
                     bar(1)
             curves = {"train/loss": float(torch.stack(losses).mean()),
                       "train/seconds": time.perf_counter() - started}
+            if tracker is not None:
+                curves["train/encoder_moving_variance"] = tracker.value()
+                curves["train/encoder_moving_variance_debiased"] = tracker.value(debiased=True)
             _evaluate(task, model, eval_train, eval_test, session, epoch, curves, _due(task.iwae_every, epoch, last))
             if _due(task.checkpoint_every, epoch, last):
-                _save(task, session, estimator, model, optimizer, state, epoch, epoch * steps_per_epoch)
+                _save(task, session, estimator, model, optimizer, state, epoch, epoch * steps_per_epoch, tracker)
             if _due(task.measure_every, epoch, last):
                 _measure(model, measure_x, estimator, state, session, epoch, importance)
 
 
-def _restore(task, estimator, model, optimizer, state, session):
+def _restore(task, estimator, model, optimizer, state, session, tracker=None):
     """Load ``task.resume`` into the model and optimiser; returns (its epoch, the estimator state).
 
-    The estimator's own state comes back only for the estimator that saved it; any other
-    estimator starts from its initial state.
+    The estimator's own state (and the moving-average variance) comes back only for the
+    estimator that saved it; any other estimator starts from its initial state.
     """
     saved = checkpoint.load(task.resume, task.architecture())
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     if saved.get("estimator") == estimator.label:
         state = _to_device(saved.get("estimator_state"), session.device)
+        if tracker is not None and saved.get("moving_variance") is not None:
+            tracker.load_state_dict(_to_device(saved["moving_variance"], session.device))
     session.note(f"resumed from {task.resume} (epoch {saved['epoch']})")
     return int(saved["epoch"]), state
 
@@ -142,8 +151,12 @@ def _due(every: int, epoch: int, last: int) -> bool:
     return bool(every) and (epoch % every == 0 or epoch == last)
 
 
-def _step(model, optimizer, estimator, state, x, noise: NoiseSource, step: int, importance: bool):
-    """One optimiser step; returns (the loss as a tensor, not synced to the host; the estimator's new state)."""
+def _step(model, optimizer, estimator, state, x, noise: NoiseSource, step: int, importance: bool,
+          tracker: MovingVariance | None = None):
+    """One optimiser step; returns (the loss as a tensor, not synced to the host; the estimator's new state).
+
+    ``tracker`` sees the encoder's gradient of the loss the optimiser steps on (estimate plus exact KL).
+    """
     logits = model.logits(x)
     view = View(_Batch(model, x, logits), estimator)
     dist = view.distribution({"logits": logits.unsqueeze(0)})
@@ -154,6 +167,8 @@ def _step(model, optimizer, estimator, state, x, noise: NoiseSource, step: int, 
         loss = loss + model.kl(logits).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if tracker is not None:
+        tracker.update([p.grad for p in model.encoder.parameters()])
     optimizer.step()
     state = estimator.update(state, dist, view.objective, draws, out)
     return loss.detach(), state
@@ -191,12 +206,13 @@ def _measure(model, images: Tensor, estimator, state, session, epoch: int, impor
                       f"(noise floor {m['bias_noise_floor'].value / m['reference_norm'].value:.2g})")
 
 
-def _save(task, session, estimator, model, optimizer, state, epoch: int, step: int) -> None:
+def _save(task, session, estimator, model, optimizer, state, epoch: int, step: int, tracker=None) -> None:
     path = session.checkpoint_path(epoch)
     checkpoint.save(path, {
         "task": task.name, "architecture": task.architecture(), "task_params": task.params_dict(),
         "epoch": epoch, "step": step, "seed": session.seed, "estimator": estimator.label,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(), "estimator_state": state,
+        "moving_variance": tracker.state_dict() if tracker is not None else None,
     })
 
 
