@@ -133,6 +133,36 @@ def test_importance_weight_estimators_train_without_kl_and_skip_measurement(tmp_
     assert "multi-sample bound" in skipped["message"].iloc[0]
 
 
+@dataclass(frozen=True)
+class FProbe(Estimator):
+    """REINFORCE that records the size of the f it is handed: one estimate copy in training, many when measured."""
+
+    name = "f-probe"
+    unbiased = True
+    families = ("*",)
+    seen = {"training": [], "measurement": []}
+
+    def surrogate(self, dist, f, noise, state):
+        x = dist.sample(noise["sample"])
+        fx = f(x)
+        self.seen["training" if fx.shape[0] == 1 else "measurement"].append(float(fx.detach().mean()))
+        log_q = dist.log_prob_units(x)
+        return Surrogate((fx + fx.detach() * (log_q - log_q.detach())).sum(1))
+
+
+def test_estimators_are_measured_on_the_f_they_were_trained_on(tmp_path, monkeypatch):
+    """Learned parts that are not scale-equivariant in f (RODEO's network, NVIL's baseline) need the same f
+    when measured as in training: BCE per image, not BCE/B (which once made RODEO's frozen variance 4–10×
+    too large on the VAE)."""
+    estimators.names()
+    monkeypatch.setattr(estimators, "_entries", dict(estimators._entries))
+    estimators.register(FProbe)
+    FProbe.seen["training"].clear(), FProbe.seen["measurement"].clear()
+    run("epochs=1, measure_every=1", "f-probe", task="mnist-vae-binary", out=tmp_path)
+    train, measured = (sum(v) / len(v) for v in (FProbe.seen["training"], FProbe.seen["measurement"]))
+    assert 0.8 < measured / train < 1.25, (train, measured)  # both ≈ 540 nats per image at initialisation
+
+
 def test_interrupted_run_leaves_a_readable_folder(tmp_path, monkeypatch):
     from gradbench.tasks.mnist_vae import train
 

@@ -2,9 +2,9 @@
 
 The measured objective is the GST repository's loss, averaged over the B images:
 (1/B) Σ_b (E_q[BCE(x_b, dec(z))] + KL(q(z | x_b) ‖ prior)). The estimator handles
-the expectation (f = BCE/B per image, one unit per image, so score-function
-estimators pair each image's f with its own log q); the KL term is exact and its
-gradient is added to every estimate.
+the expectation, seeing f = BCE per image exactly as in training (one unit per image, so
+score-function estimators pair each image's f with its own log q); its gradient is
+scaled by 1/B, and the KL term is exact, its gradient added to every estimate.
 
 Parameter groups: ``logits`` (the encoder's output, ``[B, L(, K)]``) and ``encoder``
 (all encoder weights and biases, flattened layer by layer). The estimator only ever
@@ -61,6 +61,27 @@ def image_objective(model: VAE, x: Tensor, scale: float = 1.0) -> ImageObjective
     )
 
 
+class ImageBatch(Problem):
+    """What an estimator sees of a batch of images ``x [B, 784]``: q(z | x) from ``logits`` and f = BCE per image.
+
+    Training and measurement both hand the estimator this unscaled f (the authors' per-image
+    loss), so estimators whose learned parts are not scale-equivariant in f (RODEO's network,
+    NVIL's and RELAX's baselines) are measured on the f they were trained on; the measurement
+    scales the resulting gradient by 1/B afterwards.
+    """
+
+    def __init__(self, model: VAE, x: Tensor, logits: Tensor):
+        self.family = model.latent
+        self.logits = logits.detach()
+        self.objective = image_objective(model, x)
+
+    def parameters(self):
+        return {"logits": self.logits}
+
+    def distribution(self, params):
+        return latent_distribution(self.family, params["logits"])
+
+
 class VAEProblem(Problem):
     """Gradient of the mean per-image loss at frozen parameters for images ``x [B, 784]``.
 
@@ -112,12 +133,12 @@ class VAEProblem(Problem):
 
     # -- helpers -----------------------------------------------------------------------
     def view(self, estimator: Estimator):
-        """The estimator's view of this problem (native, or categorical for Bernoulli latents)."""
+        """The estimator's view of the images (native, or categorical for Bernoulli latents), f unscaled."""
         from gradbench.view import View
 
         key = id(estimator)
         if key not in self._views:
-            self._views[key] = (estimator, View(self, estimator))
+            self._views[key] = (estimator, View(ImageBatch(self.model, self.images, self.logits), estimator))
         return self._views[key][1]
 
     def logits_gradients(self, estimator: Estimator, state: Any, noise: dict[str, Tensor]) -> Tensor:
@@ -128,7 +149,7 @@ class VAEProblem(Problem):
         out = estimator.surrogate(view.distribution({"logits": logits}), view.objective, noise, state)
         (grad,) = torch.autograd.grad(out.value.sum(), [logits], allow_unused=True)
         grad = torch.zeros_like(logits) if grad is None else grad
-        return grad.detach() + self.kl_grad
+        return grad.detach() * self.scale + self.kl_grad  # the estimator saw f per image: the mean's gradient
 
     def stats(self, grads: Tensor, reference: dict[str, Tensor] | None) -> dict[str, Chunk]:
         """Chunk statistics of both groups from logits gradients ``[n, B, *latent]``."""
@@ -169,7 +190,7 @@ class VAEProblem(Problem):
                 logits = self.model.logits(self.images)
                 dist = view.distribution({"logits": logits.unsqueeze(0)})
                 out = estimator.surrogate(dist, view.objective, {k: v[i : i + 1] for k, v in noise.items()}, state)
-                loss = out.value.sum()
+                loss = out.value.sum() * self.scale  # the estimator saw f per image: the mean's gradient
                 if self.with_kl:
                     loss = loss + self.model.kl(logits).sum() * self.scale
                 grads = torch.autograd.grad(loss, [*encoder_params, logits, *decoder_params], allow_unused=True)

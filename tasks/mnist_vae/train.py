@@ -25,7 +25,6 @@ import time
 import torch
 from torch import Tensor
 
-from gradbench.contract import Problem
 from gradbench.noise import NoiseSource, derive_seed
 from gradbench.training import MovingVariance
 from gradbench.view import View
@@ -34,22 +33,7 @@ from . import checkpoint
 from . import data as mnist
 from .evaluate import iwae, neg_elbo
 from .model import VAE
-from .problem import GROUPS, VAEProblem, image_objective, latent_distribution
-
-
-class _Batch(Problem):
-    """One training batch as a Problem, so the harness's View gives the estimator its family's view."""
-
-    def __init__(self, model: VAE, x: Tensor, logits: Tensor):
-        self.family = model.latent
-        self.logits = logits.detach()
-        self.objective = image_objective(model, x)
-
-    def parameters(self):
-        return {"logits": self.logits}
-
-    def distribution(self, params):
-        return latent_distribution(self.family, params["logits"])
+from .problem import GROUPS, ImageBatch, VAEProblem
 
 
 def build_model(task, device: torch.device, dtype: torch.dtype, generator: torch.Generator) -> VAE:
@@ -85,7 +69,7 @@ def train(task, estimator, session) -> None:
     model = build_model(task, device, dtype, session.generator("init"))
     optimizer = torch.optim.Adam(model.parameters(), lr=task.lr)
     importance = "importance_weights" in estimator.requires
-    probe = _Batch(model, grey_train[:1], torch.zeros(1, *model.latent_shape, device=device, dtype=dtype))
+    probe = ImageBatch(model, grey_train[:1], torch.zeros(1, *model.latent_shape, device=device, dtype=dtype))
     state = estimator.init(View(probe, estimator).template, session.generator("estimator"))
     # The papers' training-time "variance" of the encoder gradient (docs/frontier.md), if asked for.
     tracker = MovingVariance(task.moving_variance) if task.moving_variance else None
@@ -158,7 +142,7 @@ def _step(model, optimizer, estimator, state, x, noise: NoiseSource, step: int, 
     ``tracker`` sees the encoder's gradient of the loss the optimiser steps on (estimate plus exact KL).
     """
     logits = model.logits(x)
-    view = View(_Batch(model, x, logits), estimator)
+    view = View(ImageBatch(model, x, logits), estimator)
     dist = view.distribution({"logits": logits.unsqueeze(0)})
     draws = noise.draw_all(estimator.noise(view.template), step, step + 1)
     out = estimator.surrogate(dist, view.objective, draws, state)

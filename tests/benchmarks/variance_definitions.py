@@ -24,6 +24,7 @@ from gradbench.engine import MeasureConfig, measure
 from gradbench.fitting import FitConfig, fit
 from gradbench.registry import estimators, tasks
 from gradbench.tasks.toy import QuadraticProblem
+from gradbench.training import MovingVariance
 
 ESTIMATORS = ["reinforce", "rloo", "reinmax"]
 DECAY = 0.999
@@ -48,17 +49,15 @@ def main(argv: list[str] | None = None) -> None:
     for spec in ESTIMATORS:
         estimator = estimators.build(spec)
         problem = tasks.build("toy-quadratic").problem(torch.device("cpu"), torch.float64)
-        ema = {"g": torch.zeros(10, dtype=torch.float64), "g2": torch.zeros(10, dtype=torch.float64)}
+        tracker = MovingVariance(DECAY)  # zero-started, as the papers' code
         last = {}
 
         def on_step(step, grads, params):
-            g = grads["logits"][0]
-            ema["g"] = DECAY * ema["g"] + (1 - DECAY) * g
-            ema["g2"] = DECAY * ema["g2"] + (1 - DECAY) * g * g
+            tracker.update([grads["logits"][0]])
             last["logits"] = params["logits"][0]
 
         fit([problem], estimator, FitConfig(steps=args.steps, batch=1, lr=args.lr, log_every=args.steps), [0], on_step)
-        moving = float((ema["g2"] - ema["g"] ** 2).mean())
+        moving = tracker.value()
         start = frozen_variance(problem, estimator)
         end = frozen_variance(QuadraticProblem(last["logits"], problem.target, None), estimator)
         rows.append((spec, moving, start, end))
