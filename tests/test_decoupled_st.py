@@ -128,3 +128,23 @@ def test_the_forward_temperature_does_nothing_at_zero_logits():
     for tau_f in (0.5, 3.0):
         torch.testing.assert_close(_draws("toy-bernoulli", f"decoupled-st(tau_f={tau_f}, tau_b=2.0)"),
                                    _draws("toy-bernoulli", "stgs") / 2.0, rtol=1e-12, atol=1e-14)
+
+
+def test_an_off_diagonal_pair_trains_poly_further_than_single_temperatures():
+    """The paper's claim in training, on ReinMax's polynomial programming (poly, p = 2, D = 128): Adam
+    (lr 0.02, batch 64) for 200 steps, 2 seeds. (τ_f, τ_b) = (2, 1) ends below every seed of the paper's
+    single-temperature ST-GS at τ ∈ {1, 2, 8} and of stgs(τ) at τ ∈ {0.5, 2}. Deterministic at these seeds;
+    measured: 0.2053 against ≥ 0.2142, a margin 15 times the seed-to-seed spread (≤ 6e-4)."""
+    from gradbench.fitting import FitConfig, final_losses, fit
+    from gradbench.registry import tasks
+
+    def final(spec):
+        seeds = [0, 1]
+        problems = [tasks.build(f"poly(p=2.0, seed={s})").problem(torch.device("cpu"), torch.float64) for s in seeds]
+        config = FitConfig(steps=200, batch=64, lr=0.02, log_every=200)
+        return list(final_losses(fit(problems, estimators.build(spec), config, seeds)).values())
+
+    best = max(final("decoupled-st(tau_f=2.0, tau_b=1.0)"))
+    for single in ("decoupled-st", "decoupled-st(tau_f=2.0, tau_b=2.0)", "decoupled-st(tau_f=8.0, tau_b=8.0)",
+                   "stgs(tau=0.5)", "stgs(tau=2.0)"):
+        assert best < min(final(single)) - 0.005, single
