@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.results:
         secs = f" --seconds {seconds:.0f}" if seconds else ""
         made = (f"`python tests/benchmarks/rodeo_vae_table.py --results RESULTS{secs}{out}` from the results of "
-                f"`{sweep}`")
+                f"`{sweep}` (`python tests/benchmarks/rodeo_vae_table.py{out}` runs both)")
     else:
         made = f"`python tests/benchmarks/rodeo_vae_table.py{out}`, which runs `{sweep}` and reads its results"
     lines = [
