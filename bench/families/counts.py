@@ -59,6 +59,7 @@ VIEW_EPS = SAMPLING_TAIL  # default truncation of a view: exactly the sampling g
 MIN_LEVEL = 2  # one category would make z a constant
 TAIL_RTOL = 1e-17  # relative mass the last bin's sum may leave out (below a float64's rounding)
 _TABLE_VALUES = 1 << 21  # CDF-table entries per block of copies while sampling
+_SPAN_CAP = 1 << 40  # longest tail span searched for (far beyond any table a run accepts)
 
 
 class CountDistribution(Distribution):
@@ -163,12 +164,17 @@ class CountDistribution(Distribution):
         start = self.grid - 1
         # scipy's isf fails this far out (Poisson: NaN), so search logsf: the smallest end with
         # log P(z ≥ end) ≤ bound, by doubling then bisection over integers, for all variables at once.
+        # Where scipy cannot resolve the tail (Poisson rates ≳ 1e12, where tail_level's isf already fails
+        # and the grid is wrong) the search gives up at _SPAN_CAP and the span is the grid, so such
+        # parameters behave as before (rate 1e300: a failed measurement, tests/test_reliability.py).
         bound = frozen.logsf(start - 1) + math.log(TAIL_RTOL)
-        below = lambda end: frozen.logsf(end - 1) <= bound  # noqa: E731  P(z ≥ end) small enough
+        below = lambda end: ~(frozen.logsf(end - 1) > bound)  # noqa: E731  P(z ≥ end) small enough (NaN: give up)
         lo, hi = np.full(bound.shape, start), np.full(bound.shape, start + 1)
         while not below(hi).all():
+            if hi.max() - start >= _SPAN_CAP:
+                return self.grid
             lo, hi = np.where(below(hi), lo, hi), np.where(below(hi), hi, start + 2 * (hi - start))
-        while (hi - lo > 1).any():  # invariant: not below(lo) or lo == start, below(hi)
+        while (hi - lo > 1).any():  # the smallest end in (lo, hi] meets the bound
             mid = (lo + hi) // 2
             lo, hi = np.where(below(mid), lo, mid), np.where(below(mid), mid, hi)
         return max(int(np.max(hi)) - start, self._span_floor())
