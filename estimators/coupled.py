@@ -94,9 +94,13 @@ def node_logits(dist: Distribution, leaves: Tensor, right: Tensor, left: Tensor)
     mask = getattr(dist, "mask", None)
     if mask is not None:  # a finite floor instead of −inf: no NaN gradients from all-masked subtrees
         theta = torch.where(mask, theta, torch.full_like(theta, torch.finfo(theta.dtype).min / 4))
-    theta = theta.gather(-1, leaves).unsqueeze(-2)  # [n, *batch, 1, K]
-    lse = lambda s: torch.logsumexp(theta.masked_fill(~s, float("-inf")), -1)  # noqa: E731
-    return lse(right) - lse(left)
+    theta = theta.gather(-1, leaves)
+    # Subtree masses by a matmul (O(K) memory, not a [K − 1, K] copy per variable and estimate); φ is
+    # shift-invariant, so the max is a constant. A mass that underflows is floored, its gradient zero.
+    e = torch.exp(theta - theta.detach().amax(-1, keepdim=True))
+    tiny = torch.finfo(theta.dtype).tiny
+    mass = lambda s: torch.log((e @ s.T.to(e.dtype)).clamp(min=tiny))  # noqa: E731
+    return mass(right) - mass(left)
 
 
 def walk(b: Tensor, right: Tensor, left: Tensor) -> tuple[Tensor, Tensor]:
