@@ -57,8 +57,8 @@ ORDERS = ("none", "ascending", "descending")
 @lru_cache(maxsize=None)
 def _tree(K: int, shape: str) -> tuple[Tensor, Tensor]:
     """Right and left leaf sets ``[K − 1, K]`` (bool, CPU) of the internal nodes, in breadth-first order."""
-    right = torch.zeros(K - 1, K, dtype=torch.bool)
-    left = torch.zeros(K - 1, K, dtype=torch.bool)
+    right = torch.zeros(K - 1, K, dtype=torch.bool, device="cpu")  # cached once per (K, shape), moved by tree()
+    left = torch.zeros(K - 1, K, dtype=torch.bool, device="cpu")
     if shape == "chain":
         for i in range(K - 1):
             right[i, i], left[i, i + 1:] = True, True
