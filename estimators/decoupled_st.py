@@ -19,9 +19,6 @@ logits θ/τ, i.e. the paper's single-temperature ST-GS is plain STGS on tempere
 For τ_f ≠ 1 the forward samples do not follow p = softmax(θ), so against the task's
 exact gradient ∇θ E_p f the estimate carries the forward tempering as bias on top of
 the straight-through bias.
-
-On the count tasks a backward temperature τ_b > 1 amplifies rounding noise in their
-categorical view's tail bin (as it does for stgs(τ > 1)); docs/frontier.md has the details.
 """
 
 from __future__ import annotations

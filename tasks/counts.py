@@ -51,14 +51,14 @@ class CountProblem(Problem):
         self.objective = Objective(lambda z: self.pointwise(z).sum(-1))
         # Host-side truncation levels, once: every later distribution reuses them without a sync.
         self.template = self.cls(values.unsqueeze(0), **fixed)
-        self.grid = self.template.grid
+        self.grid, self.span = self.template.grid, self.template.span
         self.view_level = self.template.truncation_level(view_n, view_eps)
 
     def parameters(self):
         return {self.group: self.values}
 
     def distribution(self, params) -> CountDistribution:
-        return self.cls(params[self.group], grid=self.grid, view_level=self.view_level, **self.fixed)
+        return self.cls(params[self.group], grid=self.grid, view_level=self.view_level, span=self.span, **self.fixed)
 
     def exact_gradient(self):
         values = self.values.detach().clone().requires_grad_(True)

@@ -36,7 +36,7 @@ EXTRA_TASKS = [
 ]
 EXTRA_ESTIMATORS = ["gst(gap='p')", "gst(hard=False, tau=0.5)", "gst(gap=0.0)", "rloo(m=2)", "gr-mc(k=1)",
                     "nvil(normalize=True)", "vimco(m=2)", "rebar(adapt=False)",
-                    "gengs(hard=True)", "gengs(n=3, tail='renormalize', tau=0.5)",
+                    "gengs(hard=True)", "gengs(n=3, tail='renormalize', tau=0.5)", "stgs(tau=1.3)",
                     "softsort(hard=True, tau=0.5)", "pl-relax(adapt=False)"]
 
 

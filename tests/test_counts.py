@@ -111,6 +111,54 @@ def test_sampling_is_the_inverse_cdf_and_memory_blocks_do_not_change_it(monkeypa
     assert torch.equal(dist.sample(noise), whole)
 
 
+def _last_bin(dist, level):
+    """The last bin's log mass log P(z ≥ level − 1) of the categorical view: ``[n, B]``."""
+    return dist.truncated_categorical(level).logits[..., -1]
+
+
+TAIL_CASES = CASES + [("negative-binomial", [0.5, 0.95], {"total_count": 0.4})]  # r < 1: not log-concave
+
+
+@pytest.mark.parametrize("family, values, fixed", TAIL_CASES, ids=IDS + ["negative-binomial-r<1"])
+def test_last_bin_holds_the_tail_accurately_at_any_level(family, values, fixed):
+    """log P(z ≥ K − 1) against scipy's logsf to 1e-10 relative in the mass: at the default level
+    (tail ≤ 1e-15, where 1 − Σ head was rounding noise), a small level (tail near 1) and a level
+    past the grid (tail far below 1e-15; checked where scipy's sf does not underflow to 0, its logsf
+    being log(sf)). The binomial's level 13 is its whole support (no tail bin)."""
+    dist = _dist(family, values, fixed)
+    frozen = dist._scipy(np.array(values))
+    for level in (dist.truncation_level(), 3, dist.grid + 25):
+        if dist.support_size is not None and level >= dist.support_size:
+            continue
+        theirs = torch.tensor(frozen.logsf(level - 2), dtype=F64)  # scipy's sf(k) = P(z > k)
+        known = theirs > -700
+        assert known.any()
+        torch.testing.assert_close(_last_bin(dist, level)[0][known], theirs[known], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("family, values, fixed", TAIL_CASES, ids=IDS + ["negative-binomial-r<1"])
+def test_last_bin_is_the_same_batched_or_alone(family, values, fixed):
+    """Each copy's tail is its own sum: 64 copies give the one copy's mass to 1e-15 relative (the
+    sum's rounding may depend on the batch's layout; 1 − Σ head differed by up to 0.22 in log mass here)."""
+    dist, batched = _dist(family, values, fixed), _dist(family, values, fixed, n=64)
+    for level in (dist.truncation_level(), 3):
+        level = min(level, dist.support_size - 1) if dist.support_size else level
+        alone = _last_bin(dist, level)
+        torch.testing.assert_close(_last_bin(batched, level), alone.expand(64, -1), rtol=0, atol=1e-15)
+
+
+def test_geometric_last_bin_and_its_gradient_are_the_closed_form():
+    """P(z ≥ k) = (1 − p)^k: value and d/dp = −k/(1 − p) through autograd, at both ends of the tail."""
+    p = torch.tensor([[0.05, 0.3, 0.9]], dtype=F64, requires_grad=True)
+    dist = cd.Geometric(p)
+    for level in (dist.truncation_level(), 3):
+        k = level - 1
+        tail = _last_bin(dist, level)[0]
+        torch.testing.assert_close(tail, k * torch.log1p(-p[0].detach()), rtol=1e-13, atol=0)
+        (grad,) = torch.autograd.grad(tail.sum(), p)
+        torch.testing.assert_close(grad[0], -k / (1 - p[0].detach()), rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("task", ["poisson", "binomial", "negative-binomial(probs=[0.3, 0.7])",
                                   "geometric(probs=[0.4, 0.7], target=[3.0, 0.5])"])
 def test_quadratic_closed_form_matches_enumeration(task):

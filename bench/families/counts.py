@@ -23,6 +23,19 @@ Either way the truncation misplaces the mass P(z ≥ K), reported as the dropped
 One-hot or relaxed weights w map back to counts by GenGS's linear transform z = Σ_k k·w_k.
 Tail masses and levels are computed once on the host with scipy (accurate far into the
 tail); they set tensor shapes, so they are never computed in a hot loop.
+
+The last bin's log mass is log Σ_{K−1 ≤ k < M} pmf(k), a logsumexp of the log pmf, and not
+log(1 − Σ_{k<K−1} pmf(k)): at the default level the tail is ≤ 1e-15, so 1 − Σ head is pure
+rounding (geometric p = 0.3: log mass −34.10 on one copy, −34.17 batched, truly −34.24),
+and a backward temperature above 1 magnifies that noise into gradients that differ between
+engines by ~1e-9. The logsumexp is accurate in relative terms at every level and
+elementwise in the batch. Its end M = max(K, grid) − 1 + ``span`` (at most a finite
+support's size) leaves out at most TAIL_RTOL of the tail: ``span`` is the smallest with
+P(z ≥ grid − 1 + span) ≤ TAIL_RTOL · P(z ≥ grid − 1) for every variable, from scipy's logsf
+once on the host. For K ≤ grid the omitted mass is then ≤ TAIL_RTOL · P(z ≥ K − 1); for
+K > grid the same span holds because the pmfs are log-concave (the ratio
+P(z ≥ k + span)/P(z ≥ k) falls with k), except the negative binomial with r < 1, whose
+ratio rises to p^span: its span is also made at least log TAIL_RTOL / log p.
 """
 
 from __future__ import annotations
@@ -44,7 +57,9 @@ TAILS = ("last-bin", "renormalize")
 SAMPLING_TAIL = 1e-15  # mass beyond the sampling grid (lumped onto its last value)
 VIEW_EPS = SAMPLING_TAIL  # default truncation of a view: exactly the sampling grid, so views drop nothing the samplers keep
 MIN_LEVEL = 2  # one category would make z a constant
+TAIL_RTOL = 1e-17  # relative mass the last bin's sum may leave out (below a float64's rounding)
 _TABLE_VALUES = 1 << 21  # CDF-table entries per block of copies while sampling
+_SPAN_CAP = 1 << 40  # longest tail span searched for (far beyond any table a run accepts)
 
 
 class CountDistribution(Distribution):
@@ -53,16 +68,20 @@ class CountDistribution(Distribution):
     grid: sampling grid size (computed from the parameters when not given; a task
     computes it once so that building a distribution per chunk needs no host sync).
     view_level: K of the categorical view (default: ``truncation_level()``).
+    span: how far past max(K, grid) − 1 the last bin's sum runs (computed when not given,
+    like ``grid``; see the module docstring).
     """
 
     group: ClassVar[str]  # parameter group name in results
     support_size: int | None = None  # finite support (binomial: N + 1)
 
-    def __init__(self, params: Tensor, grid: int | None = None, view_level: int | None = None, units: int = 0):
+    def __init__(self, params: Tensor, grid: int | None = None, view_level: int | None = None,
+                 span: int | None = None, units: int = 0):
         self.params = params
         self.units = units
         self._dist = self._torch(params)
         self.grid = grid if grid is not None else self.tail_level(SAMPLING_TAIL)
+        self.span = span if span is not None else self.tail_span()
         self.view_level = view_level
 
     @abstractmethod
@@ -139,6 +158,31 @@ class CountDistribution(Distribution):
         level = int(np.max(k)) + 1
         return level if self.support_size is None else min(level, self.support_size)
 
+    def tail_span(self) -> int:
+        """Smallest s with P(z ≥ grid − 1 + s) ≤ TAIL_RTOL · P(z ≥ grid − 1) for every variable (module docstring)."""
+        frozen = self._scipy(self.params.detach().cpu().to(torch.float64).numpy())
+        start = self.grid - 1
+        # scipy's isf fails this far out (Poisson: NaN), so search logsf: the smallest end with
+        # log P(z ≥ end) ≤ bound, by doubling then bisection over integers, for all variables at once.
+        # Where scipy cannot resolve the tail (Poisson rates ≳ 1e12, where tail_level's isf already fails
+        # and the grid is wrong) the search gives up at _SPAN_CAP and the span is the grid, so such
+        # parameters behave as before (rate 1e300: a failed measurement, tests/test_reliability.py).
+        bound = frozen.logsf(start - 1) + math.log(TAIL_RTOL)
+        below = lambda end: ~(frozen.logsf(end - 1) > bound)  # noqa: E731  P(z ≥ end) small enough (NaN: give up)
+        lo, hi = np.full(bound.shape, start), np.full(bound.shape, start + 1)
+        while not below(hi).all():
+            if hi.max() - start >= _SPAN_CAP:
+                return self.grid
+            lo, hi = np.where(below(hi), lo, hi), np.where(below(hi), hi, start + 2 * (hi - start))
+        while (hi - lo > 1).any():  # the smallest end in (lo, hi] meets the bound
+            mid = (lo + hi) // 2
+            lo, hi = np.where(below(mid), lo, mid), np.where(below(mid), mid, hi)
+        return max(int(np.max(hi)) - start, self._span_floor())
+
+    def _span_floor(self) -> int:
+        """A least span for levels beyond the grid where the pmf is not log-concave (module docstring)."""
+        return 1
+
     def truncation_level(self, n: int | None = None, eps: float | None = None) -> int:
         """Level ``n`` if given, else the ``eps`` tail level; with neither, the whole of a finite support
         (nothing dropped) or the VIEW_EPS tail level. At least 2, at most the support size."""
@@ -153,18 +197,22 @@ class CountDistribution(Distribution):
             raise ValueError(f"unknown tail handling {tail!r}; choose one of {TAILS}")
         if self.support_size is not None and level > self.support_size:
             raise ValueError(f"level {level} exceeds the support size {self.support_size}; use truncation_level()")
-        log_pmf = self.log_pmf_head(level)
-        if tail == "last-bin" and level != self.support_size:
-            head = log_pmf[..., :-1]
-            # 1 − Σ head is accurate to ~1e-16 absolute, which is all the last bin's weight can
-            # carry into z; clamped so a tail below rounding gives a finite logit and no NaN gradient.
-            rest = (1 - head.exp().sum(-1, keepdim=True)).clamp_min(torch.finfo(head.dtype).tiny)
-            log_pmf = torch.cat([head, rest.log()], dim=-1)
-        return Categorical(log_pmf, units=self.units)
+        if tail == "renormalize" or level == self.support_size:
+            return Categorical(self.log_pmf_head(level), units=self.units)
+        # The tail as a sum, not 1 − Σ head: relative accuracy at any size (module docstring).
+        log_pmf = self.log_pmf_head(self._tail_end(level))
+        rest = log_pmf[..., level - 1 :].logsumexp(-1, keepdim=True)
+        return Categorical(torch.cat([log_pmf[..., : level - 1], rest], dim=-1), units=self.units)
+
+    def _tail_end(self, level: int) -> int:
+        """End of the last bin's sum at ``level`` (host arithmetic on ints, no sync)."""
+        end = max(level, self.grid) - 1 + self.span
+        return end if self.support_size is None else min(end, self.support_size)
 
     def table_size(self) -> int:
-        """The larger of the sampling grid and the categorical view's level (host side, no allocation)."""
-        return max(self.grid, self.view_level if self.view_level is not None else self.truncation_level())
+        """The largest table: the sampling grid or the categorical view's, tail sum included (host side)."""
+        level = self.view_level if self.view_level is not None else self.truncation_level()
+        return max(self.grid, self._tail_end(level))
 
     def as_categorical(self) -> Categorical:
         level = self.view_level if self.view_level is not None else self.truncation_level()
@@ -232,6 +280,13 @@ class NegativeBinomial(CountDistribution):
     def _scipy(self, params):
         # scipy counts failures before n successes: swap the roles, p -> 1 − p.
         return stats.nbinom(self.total_count, 1 - params)
+
+    def _span_floor(self):
+        if self.total_count >= 1:  # log-concave: the span at the grid holds beyond it
+            return 1
+        # r < 1: P(z ≥ k + s)/P(z ≥ k) rises with k towards p^s, so p^s ≤ TAIL_RTOL bounds it everywhere.
+        p = float(self.params.detach().max())
+        return math.ceil(math.log(TAIL_RTOL) / math.log(p))
 
     def _log_pmf_table(self, params, size):
         k, r, p = _values(params, size), self.total_count, params.unsqueeze(-1)
