@@ -213,8 +213,10 @@ def preflight(task, built, options, device, dtype, bar=None) -> list:
             raise UserError(f"{task.name}: its {group} parameters are not finite in {str(dtype)[6:]} (the given "
                             "values overflow); give smaller values or --dtype float64")
     native = problem.distribution(replicate(problem.parameters(), 1))
-    if native.table_size() > MAX_TABLE_VALUES:
-        raise UserError(f"{getattr(task, 'label', task.name)}: one variable needs tables of {native.table_size():,} values (at most "
+    if (size := native.table_size()) > MAX_TABLE_VALUES:
+        # Far out the size is a rough one (families/counts.py tail_level): say "over" rather than a false exact count.
+        needs = f"{size:,}" if size < 4 * MAX_TABLE_VALUES else f"over {4 * MAX_TABLE_VALUES:,}"
+        raise UserError(f"{getattr(task, 'label', task.name)}: one variable needs tables of {needs} values (at most "
                         f"{MAX_TABLE_VALUES:,}); give smaller counts or rates")
     references: dict[int, Any] = {}  # one per distinct problem (estimators of another objective get their own)
     targets = []

@@ -141,9 +141,12 @@ def test_values_not_finite_in_the_chosen_dtype_are_refused(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_non_finite_metrics_are_a_failed_measurement_and_a_failed_run(tmp_path):
-    # poisson(rate=[1e300]) gave status ok with bias_norm=inf, relative_bias=nan, and exit 0.
-    result = invoke("run", "-t", "poisson(rate=[1e300])", "-e", "reinforce", "--samples", 10, "--out", tmp_path / "r")
+def test_non_finite_estimates_are_a_failed_measurement_and_a_failed_run(tmp_path):
+    # poisson(rate=[1e300]) once gave status ok with bias_norm=inf, relative_bias=nan, and exit 0 (it is
+    # now refused before compute, test_extreme_count_parameters_are_refused_not_hung); f = (x − 1e100)²
+    # overflows the squared norm of every estimate.
+    result = invoke("run", "-t", "toy-quadratic(logits=[0.0, 0.0], target=[1e100, 0.0])", "-e", "reinforce",
+                    "--dtype", "float64", "--samples", 10, "--out", tmp_path / "r")
     assert result.exit_code == 1, result.output
     assert "failed" in result.output and "Traceback" not in result.output
     df = pd.read_parquet(tmp_path / "r")
@@ -153,6 +156,30 @@ def test_non_finite_metrics_are_a_failed_measurement_and_a_failed_run(tmp_path):
     (run_dir,) = (tmp_path / "r").iterdir()
     sidecar = json.loads((run_dir / "_run.json").read_text())
     assert sidecar["status"] == "failed" and "not finite" in sidecar["error"]
+
+
+def test_finite_estimates_whose_metrics_overflow_fail_the_measurement():
+    import torch
+
+    from gradbench.contract import Chunk
+    from gradbench.stats import GroupStats
+
+    # Each ‖g‖² = 2e306 is finite; their sum over 100 estimates (2e308) is not: variance overflows.
+    acc = GroupStats(2, torch.zeros(2, dtype=torch.float64))
+    acc.add(Chunk.from_gradients(torch.full((100, 2), 1e153, dtype=torch.float64), acc.reference), 0, 0.1)
+    summary = acc.finish()
+    assert summary.status == "failed" and "not finite" in summary.message and not summary.metrics
+
+
+@pytest.mark.parametrize("task", ["poisson(rate=[1e300])", "poisson(rate=[1e18])", "geometric(probs=[1e-300])"])
+def test_extreme_count_parameters_are_refused_not_hung(tmp_path, task):
+    # geometric p = 1e-300 hung inside scipy's isf; Poisson rates ≳ 1e12 got NaN from it and a wrong
+    # 101-value grid (silently wrong samples). Now a rough size comes first and the table limit refuses.
+    started = time.perf_counter()
+    line = one_line_error(invoke("run", "-t", task, "-e", "reinforce", "--samples", 10, "--out", tmp_path / "r"))
+    assert "tables of over" in line and "give smaller counts or rates" in line
+    assert time.perf_counter() - started < 30
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_non_finite_reference_fails_the_measurement():

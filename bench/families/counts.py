@@ -59,6 +59,7 @@ VIEW_EPS = SAMPLING_TAIL  # default truncation of a view: exactly the sampling g
 MIN_LEVEL = 2  # one category would make z a constant
 TAIL_RTOL = 1e-17  # relative mass the last bin's sum may leave out (below a float64's rounding)
 _TABLE_VALUES = 1 << 21  # CDF-table entries per block of copies while sampling
+_ROUGH_LIMIT = float(1 << 26)  # beyond every table a run allows (bench/run.py MAX_TABLE_VALUES = 2^24)
 _SPAN_CAP = 1 << 40  # longest tail span searched for (far beyond any table a run accepts)
 
 
@@ -148,7 +149,15 @@ class CountDistribution(Distribution):
     def tail_level(self, eps: float) -> int:
         """Smallest K with P(z ≥ K) ≤ eps for every variable (at most the support size)."""
         frozen = self._scipy(self.params.detach().cpu().to(torch.float64).numpy())
-        k = np.nan_to_num(np.asarray(frozen.isf(eps), dtype=np.float64), nan=0.0, posinf=0.0)
+        # A rough size first: scipy's discrete isf hangs (geometric p = 1e-300) or returns NaN
+        # (Poisson rates ≳ 1e12) far out, and tables that large are refused anyway, so such
+        # parameters get the rough size (the caller's table limit then names the problem).
+        rough = np.asarray(frozen.mean() + 40 * frozen.std() + 40, dtype=np.float64)
+        if not np.all(np.isfinite(rough)) or float(np.max(rough)) > _ROUGH_LIMIT:
+            level = int(np.max(np.nan_to_num(rough, nan=_ROUGH_LIMIT, posinf=_ROUGH_LIMIT))) + 1
+            return level if self.support_size is None else min(level, self.support_size)
+        k = np.asarray(frozen.isf(eps), dtype=np.float64)
+        k = np.where(np.isfinite(k), k, np.floor(rough))
         for _ in range(100):  # scipy's discrete isf can be one off: step to the exact boundary
             up = frozen.sf(k) > eps
             down = (k > 0) & (frozen.sf(k - 1) <= eps)
@@ -160,13 +169,13 @@ class CountDistribution(Distribution):
 
     def tail_span(self) -> int:
         """Smallest s with P(z ≥ grid − 1 + s) ≤ TAIL_RTOL · P(z ≥ grid − 1) for every variable (module docstring)."""
+        if self.grid > _ROUGH_LIMIT:  # a rough size (tail_level): refused by the caller's table limit
+            return self.grid
         frozen = self._scipy(self.params.detach().cpu().to(torch.float64).numpy())
         start = self.grid - 1
         # scipy's isf fails this far out (Poisson: NaN), so search logsf: the smallest end with
         # log P(z ≥ end) ≤ bound, by doubling then bisection over integers, for all variables at once.
-        # Where scipy cannot resolve the tail (Poisson rates ≳ 1e12, where tail_level's isf already fails
-        # and the grid is wrong) the search gives up at _SPAN_CAP and the span is the grid, so such
-        # parameters behave as before (rate 1e300: a failed measurement, tests/test_reliability.py).
+        # Where scipy cannot resolve the tail the search gives up at _SPAN_CAP and the span is the grid.
         bound = frozen.logsf(start - 1) + math.log(TAIL_RTOL)
         below = lambda end: ~(frozen.logsf(end - 1) > bound)  # noqa: E731  P(z ≥ end) small enough (NaN: give up)
         lo, hi = np.full(bound.shape, start), np.full(bound.shape, start + 1)

@@ -109,10 +109,13 @@ def cases(fx: Path) -> list[Case]:
     err("run out under a file", *run, "-e", "reinforce", "--out", f"{blocker}/x")
     err("run full disk (sidecar)", *run, "-e", "reinforce", "--out", "r", fsize=512, allowed=("r",))
     out.append(Case("run full disk (metrics)", [*run, "-e", "reinforce", "--out", "r"], "fault", fsize=4096))
-    out.append(Case("run measurement overflows", ["run", "-t", "poisson(rate=[1e300])", "-e", "reinforce",
-                                                  "--samples", "20", "--out", "r"], "failed", allowed=("r",)))
-    out.append(Case("run measurement overflows (2 estimators)", ["run", "-t", "poisson(rate=[1e300])", "-e",
-                    "reinforce", "-e", "rloo", "--samples", "20", "--out", "r"], "failed", allowed=("r",)))
+    overflow = ["run", "-t", "toy-quadratic(logits=[0.0, 0.0], target=[1e100, 0.0])", "--dtype", "float64"]
+    out.append(Case("run measurement overflows", [*overflow, "-e", "reinforce", "--samples", "20", "--out", "r"],
+                    "failed", allowed=("r",)))
+    out.append(Case("run measurement overflows (2 estimators)", [*overflow, "-e", "reinforce", "-e", "reinforce-ema",
+                    "--samples", "20", "--out", "r"], "failed", allowed=("r",)))
+    err("run extreme count rate", "run", "-t", "poisson(rate=[1e300])", "-e", "reinforce", needle="tables of")
+    err("run extreme count probability", "run", "-t", "geometric(probs=[1e-300])", "-e", "reinforce", needle="tables of")
     out.append(Case("run SIGTERM", ["run", "-t", "toy-bernoulli(dim=50)", "-e", "reinforce", "--samples",
                                     "100000000", "--chunk-size", "64", "--out", "r"], "signal", allowed=("r",)))
     out.append(Case("run umask", ["run", "-t", "toy-quadratic", "-e", "reinforce", "--samples", "20", "--out", "r"],
