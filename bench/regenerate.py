@@ -32,6 +32,7 @@ from pathlib import Path
 
 from . import capabilities
 from .errors import UserError
+from .store import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout (the package is installed from bench/)
 PARTS = ("catalog", "tables", "baseline")
@@ -56,9 +57,7 @@ def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
 def _write(path: Path, text: str) -> None:
     """Atomic: a reader sees the old file or the new one, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def _compare_text(path: Path, fresh: str, mask=lambda text: text) -> bool:

@@ -10,8 +10,6 @@ Layout of DIR::
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +18,7 @@ import pandas as pd
 
 from gradbench import __version__
 from gradbench.errors import UserError
+from gradbench.store import atomic_write_bytes
 
 from . import figures as F
 from . import html, tables
@@ -44,17 +43,6 @@ class Report:
     out: Path
     figures: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Atomic: a reader (or a browser) never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is meant to be shared
-    os.replace(tmp, path)
 
 
 def build_figures(df: pd.DataFrame) -> list[tuple[str, str, str, object]]:
@@ -109,7 +97,7 @@ def write_report(results: Path, out: Path) -> Report:
             buf = io.BytesIO()
             fig.savefig(buf, format=fmt, dpi=120, metadata=_METADATA[fmt])
             path = out / "figures" / f"{name}.{fmt}"
-            _write(path, buf.getvalue())
+            atomic_write_bytes(path, buf.getvalue())
             report.files.append(path)
             if fmt == "png":
                 embedded.append((name, heading, caption, buf.getvalue()))
@@ -118,7 +106,7 @@ def write_report(results: Path, out: Path) -> Report:
     for suffix, text in (("csv", summary.to_csv(index=False)), ("md", tables.to_markdown(summary)),
                          ("tex", tables.to_latex(summary))):
         path = out / "tables" / f"summary.{suffix}"
-        _write(path, text.encode())
+        atomic_write_bytes(path, text.encode())
         report.files.append(path)
     runs = df["run_id"].nunique()
     meta = (f"{results} · {runs} run{'s' if runs != 1 else ''}, {df['task_label'].nunique()} task(s), "
@@ -127,7 +115,7 @@ def write_report(results: Path, out: Path) -> Report:
             f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
     page = html.page("gradbench report", meta, runs_overview(df), embedded, tables.wide_tables(summary))
     index = out / "index.html"
-    _write(index, page.encode())
+    atomic_write_bytes(index, page.encode())
     report.files.append(index)
     return report
 

@@ -27,6 +27,7 @@ import torch
 
 from gradbench.fitting import FitConfig, final_losses, fit
 from gradbench.registry import estimators, tasks
+from gradbench.store import atomic_write_bytes
 
 POWERS = (1.5, 2.0, 3.0)
 DEFAULT_ESTIMATORS = ["reinmax", "zgr", "st", "stgs", "gumbel-softmax", "gst", "gst(gap='p')", "gr-mc",
@@ -76,9 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| `{spec}` | {' | '.join(cells)} | {seconds:.0f} |")
     text = "\n".join(lines) + "\n"
     if args.out:
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        atomic_write_bytes(args.out, text.encode())
     print(text)
 
 

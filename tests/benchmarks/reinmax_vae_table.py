@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from gradbench.store import atomic_write_bytes
+
 sys.path.insert(0, str(Path(__file__).parent))
 from vae_table import _pm, markdown  # noqa: E402  (the GST table's formatting, shared)
 
@@ -124,9 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     text = "\n".join(lines)
     if args.out:
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        atomic_write_bytes(args.out, text.encode())
     print(text)
 
 

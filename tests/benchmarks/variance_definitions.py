@@ -23,6 +23,7 @@ import torch
 from gradbench.engine import MeasureConfig, measure
 from gradbench.fitting import FitConfig, fit
 from gradbench.registry import estimators, tasks
+from gradbench.store import atomic_write_bytes
 from gradbench.tasks.toy import QuadraticProblem
 from gradbench.training import MovingVariance
 
@@ -78,9 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += [f"| `{s}` | {m:.4g} | {a:.4g} | {b:.4g} |" for s, m, a, b in rows]
     text = "\n".join(lines) + "\n"
     if args.out:
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(args.out)
+        atomic_write_bytes(args.out, text.encode())
     print(text)
 
 
