@@ -171,8 +171,9 @@ class Printer:
 
     def line(self, message: str, style: str | None = None) -> None:
         """A sentence for people: printed (table, markdown), to stderr (csv) or into ``messages`` (json)."""
-        if self.format == "table":
-            self.console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
+        if self.format == "table":  # wrapped at spaces only: a path or number overflows whole, never split
+            for part in _wrap(message, self.console.width):
+                self.console.print(part, style=style, markup=False, highlight=False, soft_wrap=True)
         elif self.format == "markdown":
             self._write(message + "\n\n")
         elif self.format == "csv":
@@ -236,6 +237,11 @@ def _fits(rich_table, table: Table, width: int) -> bool:
     return "…" not in sink.file.getvalue() or "…" in given
 
 
+def _wrap(text: str, width: int) -> list[str]:
+    """Lines of at most ``width`` (at least 20) characters, broken at spaces only: a long word overflows whole."""
+    return textwrap.wrap(text, max(width, 20), break_long_words=False, break_on_hyphens=False) or [""]
+
+
 def vertical(table: Table, width: int) -> list:
     """One record per row: its key cells as a heading, then ``field  value`` lines wrapped at spaces only."""
     from rich.text import Text
@@ -243,8 +249,7 @@ def vertical(table: Table, width: int) -> list:
     shown = [i for i in table.shown() if i >= table.keys]
     pad = min(max((len(table.columns[i].title) for i in shown), default=0), max(12, width // 3))
     indent = 2 + pad + 2
-    wrap = lambda s, w: textwrap.wrap(s, max(w, 20), break_long_words=False, break_on_hyphens=False) or [""]  # noqa: E731
-    lines: list = [Text(line, style="bold") for line in wrap(table.title, width)] if table.title else []
+    lines: list = [Text(line, style="bold") for line in _wrap(table.title, width)] if table.title else []
     for row in table.rows:
         if lines:
             lines.append(Text(""))
@@ -253,7 +258,7 @@ def vertical(table: Table, width: int) -> list:
         for i in shown:
             cell = row[i]
             style = cell.style if isinstance(cell, Mark) else ""
-            values = [w for part in text(cell).split("\n") for w in wrap(part, width - indent)]
+            values = [w for part in text(cell).split("\n") for w in _wrap(part, width - indent)]
             name = table.columns[i].title
             first = f"  {name.ljust(pad)}  " if len(name) <= pad else f"  {name}\n{' ' * indent}"
             for k, value in enumerate(values):
