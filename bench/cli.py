@@ -421,50 +421,73 @@ def compare(
                                                           "(they vary with the machine's load; try 3).")] = None,
     show_all: Annotated[bool, typer.Option("--all", help="List every compared metric, not only changes.")] = False,
     csv: Annotated[Optional[Path], typer.Option(help="Write the full comparison to this CSV file.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP[:-1] + ", junit (a JUnit XML report: one test "
-                                     "per compared metric) or github (GitHub Actions annotations).")] = "table",
+    junit_file: Annotated[Optional[Path], typer.Option("--junit", help="Also write a JUnit XML report to this file "
+                                                       "(one test per compared metric; a regression fails it).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP[:-1] + ", junit (the JUnit XML report) or github "
+                                     "(GitHub Actions: an annotation per regression, then the table; the Markdown "
+                                     "table is appended to $GITHUB_STEP_SUMMARY when set).")] = "table",
 ):
     """Compare two results; exit 1 when a metric regressed (worse by the factor, and significantly), else 0."""
+    import os
+
     from .reports.compare import compare as run_compare
     from .store import atomic_write_bytes, read_results
 
     check_format(fmt, FORMATS + CHECK_FORMATS)
-    if csv is not None and not csv.parent.is_dir():
-        raise UserError(f"cannot write --csv {csv}: the folder {csv.parent} does not exist; create it first")
+    for flag, path in (("--csv", csv), ("--junit", junit_file)):
+        if path is not None and not path.parent.is_dir():
+            raise UserError(f"cannot write {flag} {path}: the folder {path.parent} does not exist; create it first")
     result = run_compare(read_results(baseline), read_results(current), metrics=tuple(metric or ()),
                          max_ratio=max_ratio, alpha=alpha, timing_ratio=timing_ratio)
     title = f"{baseline} → {current}"
-    counts = result.rows["verdict"].value_counts()
-    verdicts = ", ".join(f"{n} {v}" for v, n in counts.items())
-    totals = f"{len(result.rows)} metrics compared: {verdicts} (max ratio {max_ratio}, family-wise alpha {alpha})"
-    if fmt in CHECK_FORMATS:
-        checks = _comparison_checks(result)
-        console.file.write(junit("gradbench compare", checks, title) if fmt == "junit" else github(checks, totals))
+    checks = _comparison_checks(result)
+    if fmt == "junit":
+        console.file.write(junit("gradbench compare", checks, title))
     else:
-        with Printer(fmt, console, err_console) as printer:
-            table = _comparison_table(result, show_all or not printer.human, title)
-            if table.rows or not printer.human:
-                printer.table(table)
-            else:
-                printer.line("no metric changed beyond its noise")
-            printer.line(totals)
-            if counts.get("untested"):
-                printer.line("untested: numbers that depend on the seed (training, stateful estimators) need ≥ 2 "
-                             "seeds a side, or the same seeds for a stateful estimator on a fixed task (--all lists "
-                             "them)")
-            if len(result.skipped):
-                reasons = result.skipped.groupby(["reason", "task_label", "estimator_label"]).size()
-                printer.line(f"skipped {len(result.skipped)} metrics:")
-                for (reason, task_label, est), n in list(reasons.items())[:20]:
-                    printer.line(f"  {task_label} · {est}: {n} {reason}")
-                if len(reasons) > 20:
-                    printer.line(f"  … and {len(reasons) - 20} more")
-            printer.field("exit_code", result.exit_code)
+        if fmt == "github":
+            console.file.write(github(checks))
+        with Printer("table" if fmt == "github" else fmt, console, err_console) as printer:
+            _print_comparison(printer, result, show_all, title)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if fmt == "github" and summary:
+            import io
+
+            from rich.console import Console as Sink
+
+            page = Sink(file=io.StringIO(), width=200)
+            with Printer("markdown", page, page) as printer:
+                _print_comparison(printer, result, show_all, title)
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(page.file.getvalue())
     if csv is not None:
         atomic_write_bytes(csv, result.rows.to_csv(index=False).encode())  # no partial file on a full disk
+    if junit_file is not None:
+        atomic_write_bytes(junit_file, junit("gradbench compare", checks, title).encode())
     if result.exit_code:
         err_console.print(f"{len(result.regressions)} regression(s)")
     return result.exit_code
+
+
+def _print_comparison(printer: Printer, result, show_all: bool, title: str) -> None:
+    table = _comparison_table(result, show_all or not printer.human, title)
+    if table.rows or not printer.human:
+        printer.table(table)
+    else:
+        printer.line("no metric changed beyond its noise")
+    counts = result.rows["verdict"].value_counts()
+    printer.line(f"{len(result.rows)} metrics compared: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+                 + f" (max ratio {result.max_ratio}, family-wise alpha {result.alpha})")
+    if counts.get("untested"):
+        printer.line("untested: numbers that depend on the seed (training, stateful estimators) need ≥ 2 seeds a "
+                     "side, or the same seeds for a stateful estimator on a fixed task (--all lists them)")
+    if len(result.skipped):
+        reasons = result.skipped.groupby(["reason", "task_label", "estimator_label"]).size()
+        printer.line(f"skipped {len(result.skipped)} metrics:")
+        for (reason, task_label, est), n in list(reasons.items())[:20]:
+            printer.line(f"  {task_label} · {est}: {n} {reason}")
+        if len(reasons) > 20:
+            printer.line(f"  … and {len(reasons) - 20} more")
+    printer.field("exit_code", result.exit_code)
 
 
 @app.command()
@@ -487,8 +510,9 @@ def verify(
     device: Annotated[str, typer.Option(help=_OPTION_HELP["device"])] = _FIELD_DEFAULTS["device"],
     dtype: Annotated[Optional[str], typer.Option(help=_OPTION_HELP["dtype"])] = _FIELD_DEFAULTS["dtype"],
     threads: Annotated[int, typer.Option(help=THREADS.help)] = THREADS.default,
-    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP[:-1] + ", junit (one test per task check) or "
-                                     "github (GitHub Actions annotations).")] = "table",
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP[:-1] + ", junit (a JUnit XML report: one test "
+                                     "per task check) or github (an annotation per contradiction, then the "
+                                     "tables).")] = "table",
 ):
     """Check an estimator's declarations on every exact fixed task it fits; exit 1 naming any contradiction."""
     from .verify import VerifyOptions, plan
@@ -503,16 +527,16 @@ def verify(
     with threads_set(threads), _progress() as progress:
         verdict = run_verify(spec, options, err_console, progress)
     card = f"card: {verdict.run_dir / CARD_MD} · {verdict.run_dir / CARD_HTML} · {verdict.seconds:.1f} s"
-    if fmt in CHECK_FORMATS:
-        checks = [Check(f"{verdict.label} · {c.task}", c.group or "–",
-                        "failed" if c.problems or c.status != "ok" else "passed",
-                        "; ".join(c.problems) or (f"the measurement {c.status}: {c.message}" if c.status != "ok"
-                                                  else "every declaration holds"))
-                  for c in verdict.checks]
-        console.file.write(junit("gradbench verify", checks, verdict.label) if fmt == "junit"
-                           else github(checks, f"{verdict_line(verdict)} {card}"))
+    checks = [Check(f"{verdict.label} · {c.task}", c.group or "–", "failed" if c.problems or c.status != "ok"
+                    else "passed", "; ".join(c.problems) or (f"the measurement {c.status}: {c.message}"
+                                                             if c.status != "ok" else "every declaration holds"))
+              for c in verdict.checks]
+    if fmt == "junit":
+        console.file.write(junit("gradbench verify", checks, verdict.label))
         return verdict.exit_code
-    with Printer(fmt, console, err_console) as printer:
+    if fmt == "github":
+        console.file.write(github(checks))
+    with Printer("table" if fmt == "github" else fmt, console, err_console) as printer:
         for name, title, (head, body) in (
                 ("bias", f"verify {verdict.label}: bias and declarations", bias_table(verdict)),
                 ("variance", f"verify {verdict.label}: variance vs baselines", ratio_table(verdict))):

@@ -380,11 +380,10 @@ def junit(suite: str, checks: list[Check], title: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
-def github(checks: list[Check], summary: str) -> str:
-    """GitHub Actions workflow commands: an error per failed check, a warning per warning, then the summary."""
+def github(checks: list[Check]) -> str:
+    """GitHub Actions workflow commands: an error annotation per failed check, a warning per warning."""
     data = lambda s: s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")  # noqa: E731
     prop = lambda s: data(s).replace(":", "%3A").replace(",", "%2C")  # noqa: E731
     level = {"failed": "error", "warning": "warning"}
-    out = [f"::{level[c.outcome]} title={prop(c.group + ': ' + c.name)}::{data(c.message)}"
-           for c in checks if c.outcome in level]
-    return "\n".join(out + [f"::notice title=gradbench compare::{data(summary)}", summary]) + "\n"
+    return "".join(f"::{level[c.outcome]} title={prop(c.group + ': ' + c.name)}::{data(c.message)}\n"
+                   for c in checks if c.outcome in level)

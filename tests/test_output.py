@@ -230,12 +230,17 @@ def test_compare_junit_names_the_regressed_metric_and_by_how_much(regressed):
     assert same.exit_code == 0 and ET.fromstring(same.stdout).find("testsuite").get("failures") == "0"
 
 
-def test_compare_github_annotates_the_regression(regressed):
+def test_compare_github_annotates_the_regression_then_prints_the_table(regressed, tmp_path, monkeypatch):
     base, worse = regressed
-    r = runner.invoke(app, ["compare", str(base), str(worse), "--format", "github"])
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    r = runner.invoke(app, ["compare", str(base), str(worse), "--format", "github", "--junit",
+                            str(tmp_path / "j.xml")])
     assert r.exit_code == 1
-    errors = [line for line in r.stdout.splitlines() if line.startswith("::error ")]
-    assert errors == [next(line for line in r.stdout.splitlines() if "variance regression" in line)]
-    assert errors[0].startswith("::error title=toy-quadratic · gst%3A logits variance::toy-quadratic · gst: logits "
-                                "variance regression: 1.5× worse")
-    assert "::notice title=gradbench compare::2 metrics compared: 1 identical, 1 regression" in r.stdout
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("::error title=toy-quadratic · gst%3A logits variance::toy-quadratic · gst: logits "
+                               "variance regression: 1.5× worse")
+    assert sum(line.startswith("::") for line in lines) == 1  # mse is unchanged: no annotation
+    assert "2 metrics compared: 1 identical, 1 regression" in r.stdout  # the table and totals follow
+    assert "| toy-quadratic | gst | logits | 0 | variance | 1 ±" in summary.read_text()
+    assert ET.parse(tmp_path / "j.xml").getroot().find("testsuite").get("failures") == "1"

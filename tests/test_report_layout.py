@@ -173,8 +173,8 @@ PROBE = """
         problems.push("overlap: " + a.text + " / " + b.text);
     }
   }
-  const images = [...document.images].map(im => ({alt: im.alt, scale: im.getBoundingClientRect().width / im.naturalWidth,
-                                                   right: im.getBoundingClientRect().right}));
+  const images = [...document.images].map(im => ({alt: im.alt, right: im.getBoundingClientRect().right,
+                                                   scale: im.getBoundingClientRect().width / im.naturalWidth}));
   for (const im of images) if (im.right > width + 0.5) problems.push("image cut: " + im.alt);
   const out = document.createElement("pre");
   out.id = "probe";
