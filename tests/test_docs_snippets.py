@@ -1,4 +1,4 @@
-"""The Python API's example (docs/python-api.md, linked from the README) runs as a script and prints what the page says."""
+"""The Python API example (docs/python-api.md, linked from the README) runs as a script and prints what it says."""
 
 import re
 import subprocess

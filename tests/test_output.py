@@ -197,6 +197,49 @@ def test_list_json_is_the_catalogue():
     assert isinstance(quad["parameters"], list) and quad["description"]
 
 
+# -- a training run: progress lines in a pipe, then the summary of its last step ----------------------------------
+
+def test_training_prints_plain_progress_lines_then_a_summary_of_stored_numbers(tmp_path):
+    import torch
+
+    from gradbench.progress import RunProgress
+    from gradbench.summary import training_tables
+    from gradbench.training import TrainingSession
+
+    from toy_training import ToyTraining
+
+    console = Console(file=io.StringIO(), width=80, color_system=None)  # not a terminal: a pipe or a log
+    task, rows = ToyTraining(), []
+    common = {"run_id": "t", "created_at": None, "gradbench_version": "0", "torch_version": torch.__version__,
+              "device": "cpu", "dtype": "float64", "seed": 0, "task": task.name, "task_version": task.version,
+              "task_params": task.params_json(), "engine": "vectorized", "step": 0, "reference": "auto",
+              "reference_samples": 0}
+    with RunProgress(console) as progress:
+        session = TrainingSession(estimator=estimators.build("gst"), device=torch.device("cpu"), dtype=torch.float64,
+                                  seed=0, samples=200, reference="exact", reference_samples=0, chunk_size=1 << 16,
+                                  run_dir=tmp_path, record=rows.extend, common=common, progress=progress,
+                                  console=console)
+        task.train(session.estimator, session)
+    lines = console.file.getvalue().splitlines()
+    assert [line.split(":")[0] for line in lines if "train/loss" in line] == [f"gst seed 0 step {s}" for s in range(7)]
+    measured = [line for line in lines if "variance/element" in line]
+    assert measured and measured[-1].startswith("gst seed 0 step 6: logits variance/element ")
+    tables, failures = training_tables(rows)
+    assert [t.name for t in tables] == ["curves", "results"] and failures == []
+    out = Console(file=io.StringIO(), width=40, color_system=None)  # narrow: one field a line, easy to read back
+    for table in tables:
+        print_table(out, table)
+    text = out.file.getvalue()
+    assert "…" not in text and "┃" not in text and "toy-training: training curves at step 6" in text
+    last = {(r["metric"], r["param_group"]): r for r in rows if r["step"] == 6}
+    field = lambda heading: re.search(rf"^  {re.escape(heading)}\s+(.+)$", text, re.M).group(1)  # noqa: E731
+    assert field("train/loss") == str(Number(last["train/loss", ""]["value"]))
+    assert field("valid/accuracy") == str(Number(last["valid/accuracy", ""]["value"]))  # on the next line
+    for metric, heading in (("variance_per_element", "variance / element"), ("bias_norm", "bias ‖E ĝ − g‖")):
+        r = last[metric, "logits"]
+        assert field(heading) == str(Number(r["value"], r["ci_low"], r["ci_high"]))
+
+
 # -- compare for CI: JUnit and GitHub annotations ------------------------------------------------------------------
 
 def write(path: Path, rows) -> Path:
