@@ -47,17 +47,18 @@ class Number:
     low: float = math.nan
     high: float = math.nan
     scale: float = 1.0
+    digits: int = 3  # significant digits shown (training curves: 4, so a −ELBO reads 145.6)
 
     @property
     def has_interval(self) -> bool:
         return self.value is not None and not (math.isnan(self.low) or math.isnan(self.high))
 
     def __str__(self) -> str:
-        shown = format_number(None if self.value is None else self.value * self.scale)
+        shown = format_number(None if self.value is None else self.value * self.scale, self.digits)
         if not self.has_interval:
             return shown
         half = max(self.high - self.value, self.value - self.low)
-        return f"{shown} ±{format_number(half * self.scale)}"
+        return f"{shown} ±{format_number(half * self.scale, self.digits)}"
 
 
 @dataclass(frozen=True)
@@ -169,10 +170,13 @@ class Printer:
         else:
             self.tables.append(table)
 
-    def line(self, message: str, style: str | None = None) -> None:
-        """A sentence for people: printed (table, markdown), to stderr (csv) or into ``messages`` (json)."""
+    def line(self, message: str, style: str | None = None, wrap: bool = True) -> None:
+        """A sentence for people: printed (table, markdown), to stderr (csv) or into ``messages`` (json).
+
+        ``wrap=False`` for a command to copy: one line whatever its length.
+        """
         if self.format == "table":  # wrapped at spaces only: a path or number overflows whole, never split
-            for part in _wrap(message, self.console.width):
+            for part in _wrap(message, self.console.width) if wrap else [message]:
                 self.console.print(part, style=style, markup=False, highlight=False, soft_wrap=True)
         elif self.format == "markdown":
             self._write(message + "\n\n")
