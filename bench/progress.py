@@ -22,8 +22,8 @@ class _Bars(Progress):
     """rich's Progress with status lines under its bars."""
 
     def __init__(self, *columns, **kwargs):
+        self.lines: dict[str, str] = {}  # before Progress.__init__, which renders once
         super().__init__(*columns, **kwargs)
-        self.lines: dict[str, str] = {}
 
     def get_renderable(self):
         shown = [Text(line, overflow="fold", no_wrap=False) for line in self.lines.values()]

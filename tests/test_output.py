@@ -244,6 +244,24 @@ def test_training_prints_plain_progress_lines_then_a_summary_of_stored_numbers(t
         assert field(heading) == str(Number(r["value"], r["ci_low"], r["ci_high"]))
 
 
+def test_on_a_terminal_status_lines_sit_under_the_bar_and_are_not_printed_one_by_one():
+    from gradbench.progress import RunProgress
+
+    console = Console(file=io.StringIO(), width=80, force_terminal=True, color_system=None)
+    with RunProgress(console) as progress:
+        assert progress.live
+        bar = progress.add_task("gst · training", total=3)
+        for step in range(3):
+            progress.advance(bar, 1)
+            progress.status(f"gst seed 0 step {step}: train/loss {100 - step}", "curves")
+        assert progress._bars.lines == {"curves": "gst seed 0 step 2: train/loss 98"}
+        progress.remove_task(bar)
+    plain = RunProgress(Console(file=io.StringIO(), width=80, color_system=None))
+    assert not plain.live and plain.add_task("x", 3) is None  # not a terminal: no bar at all
+    plain.status("a line")
+    assert plain.console.file.getvalue() == "a line\n"
+
+
 # -- compare for CI: JUnit and GitHub annotations ------------------------------------------------------------------
 
 def write(path: Path, rows) -> Path:
