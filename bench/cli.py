@@ -189,6 +189,7 @@ def run(
 ):
     """Measure estimators' gradient bias and variance on a task (or a suite of runs) and store the results."""
     from .run import execute, prepare
+    from .summary import run_tables
 
     THREADS.validate(threads)
     check_format(fmt)
@@ -210,8 +211,6 @@ def run(
         given = {name: value for name, value in given_options.items() if _given(ctx, name)}
         runs = load_suite(suite, suite_file, str(out)).with_options(**given).runs
         plans = [prepare(r.task, list(r.estimators), r.options) for r in runs]  # all checked before any runs
-    from .summary import run_tables
-
     failed_runs, run_dirs = [], []
     with threads_set(threads), Printer(fmt, console, err_console) as printer:
         for plan in plans:
@@ -219,7 +218,7 @@ def run(
             run_dirs.append(result.run_dir)
             if result.status == "failed":
                 failed_runs.append(result)
-            tables, failures = run_tables(result, result.kind)
+            tables, failures = run_tables(result)
             for table in tables:
                 printer.table(table)
             for line in failures:

@@ -118,6 +118,6 @@ def training_tables(rows: list[dict[str, Any]]) -> tuple[list[Table], list[str]]
     return tables, failures
 
 
-def run_tables(result, kind: str) -> tuple[list[Table], list[str]]:
-    """The tables for a finished run (``kind``: the task's, fixed or training) and one line per failure."""
-    return fixed_tables(result.rows) if kind == "fixed" else training_tables(result.rows)
+def run_tables(result) -> tuple[list[Table], list[str]]:
+    """The tables for a finished run (a :class:`gradbench.run.RunResult`) and one line per failure."""
+    return fixed_tables(result.rows) if result.kind == "fixed" else training_tables(result.rows)

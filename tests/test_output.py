@@ -309,3 +309,13 @@ def test_compare_github_annotates_the_regression_then_prints_the_table(regressed
     assert "2 metrics compared: 1 identical, 1 regression" in r.stdout  # the table and totals follow
     assert "| toy-quadratic | gst | logits | 0 | variance | 1 ±" in summary.read_text()
     assert ET.parse(tmp_path / "j.xml").getroot().find("testsuite").get("failures") == "1"
+
+
+def test_verify_junit_has_one_test_per_task_check(tmp_path):
+    r = runner.invoke(app, ["verify", "rloo(m=3)", "--task", "toy-quadratic", "--against", "reinforce", "--format",
+                            "junit", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    suite = ET.fromstring(r.stdout).find("testsuite")
+    assert suite.get("failures") == "0" and int(suite.get("tests")) >= 1
+    case = next(suite.iter("testcase"))
+    assert case.get("classname").startswith("rloo(m=3) · toy-quadratic") and case.get("name") == "logits"
