@@ -234,7 +234,7 @@ def run(
                                    "reference_samples": None if ref is None else ref.samples})
         where = run_dirs[0] if len(run_dirs) == 1 else out
         printer.line("figures and tables (report/index.html):")
-        printer.line(f"  gradbench report {where}", wrap=False)
+        printer.line(f"  gradbench report {where}")
     for result in failed_runs:  # recorded as failed rows, never averaged; the exit code says so too
         err_console.print(f"failed: {result.error} (run {result.run_dir})", markup=False, soft_wrap=True)
     return 1 if failed_runs else 0

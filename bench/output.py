@@ -170,14 +170,14 @@ class Printer:
         else:
             self.tables.append(table)
 
-    def line(self, message: str, style: str | None = None, wrap: bool = True) -> None:
+    def line(self, message: str, style: str | None = None) -> None:
         """A sentence for people: printed (table, markdown), to stderr (csv) or into ``messages`` (json).
 
-        ``wrap=False`` for a command to copy: one line whatever its length.
+        Printed whole on one line (a terminal folds it at its edge; a pipe keeps it for grep): a path, a
+        command or a message is never broken by an inserted newline.
         """
-        if self.format == "table":  # wrapped at spaces only: a path or number overflows whole, never split
-            for part in _wrap(message, self.console.width) if wrap else [message]:
-                self.console.print(part, style=style, markup=False, highlight=False, soft_wrap=True)
+        if self.format == "table":
+            self.console.print(message, style=style, markup=False, highlight=False, soft_wrap=True)
         elif self.format == "markdown":
             self._write(message + "\n\n")
         elif self.format == "csv":
