@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import sys
 import typing
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from typer.core import TyperGroup
 from typer.exceptions import Abort, TyperException
 
@@ -26,6 +24,8 @@ from . import __version__
 from .capabilities import estimator_lines, task_lines
 from .errors import UserError, did_you_mean
 from .numbers import format_number
+from .output import (CHECK_FORMATS, FORMAT_HELP, FORMATS, Check, Column, Joined, Mark, Number, Printer, Table,
+                     check_format, github, junit)
 from .options import OPTION_NAMES, THREADS, RunOptions, cli_fields, threads_set
 from .registry import compatibility, estimators, tasks
 
@@ -184,12 +184,15 @@ def run(
                                                        "suites.toml).")] = None,
     out: Annotated[Path, typer.Option(help="Results folder; each run adds its own subfolder.")] = Path("results"),
     threads: Annotated[int, typer.Option(help=THREADS.help)] = THREADS.default,
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "table",
     **given_options,  # the RunOptions flags (gradbench.options), added by _run_options
 ):
     """Measure estimators' gradient bias and variance on a task (or a suite of runs) and store the results."""
     from .run import execute, prepare
+    from .summary import run_tables
 
     THREADS.validate(threads)
+    check_format(fmt)
     options = RunOptions(out=str(out), **given_options)
     if suite is None:
         if suite_file is not None:  # silently ignored before: the user meant a suite from it
@@ -208,20 +211,30 @@ def run(
         given = {name: value for name, value in given_options.items() if _given(ctx, name)}
         runs = load_suite(suite, suite_file, str(out)).with_options(**given).runs
         plans = [prepare(r.task, list(r.estimators), r.options) for r in runs]  # all checked before any runs
-    failed_runs = []
-    with threads_set(threads):
+    failed_runs, run_dirs = [], []
+    with threads_set(threads), Printer(fmt, console, err_console) as printer:
         for plan in plans:
             result = execute(plan, _progress, err_console)
+            run_dirs.append(result.run_dir)
             if result.status == "failed":
                 failed_runs.append(result)
-            if result.measurements:
-                console.print(results_table(result))
+            tables, failures = run_tables(result)
+            for table in tables:
+                printer.table(table)
+            for line in failures:
+                printer.line(line, style="red")
             ref = result.reference
             if ref is not None:
                 detail = "exact" if ref.kind == "exact" else f"REINFORCE-LOO over {ref.samples:,} draws"
-                console.print(f"reference: {detail} · results: {result.run_dir}")
+                printer.line(f"reference: {detail} · results: {result.run_dir}")
             else:
-                console.print(f"results: {result.run_dir}")
+                printer.line(f"results: {result.run_dir}")
+            printer.field("runs", {"run_id": result.run_id, "results": str(result.run_dir), "status": result.status,
+                                   "reference": None if ref is None else ref.kind,
+                                   "reference_samples": None if ref is None else ref.samples})
+        where = run_dirs[0] if len(run_dirs) == 1 else out
+        printer.line("figures and tables (report/index.html):")
+        printer.line(f"  gradbench report {where}")
     for result in failed_runs:  # recorded as failed rows, never averaged; the exit code says so too
         err_console.print(f"failed: {result.error} (run {result.run_dir})", markup=False, soft_wrap=True)
     return 1 if failed_runs else 0
@@ -300,13 +313,11 @@ def sweep(
         err_console.print(f"{len(summary.cells)} cells{note}: {summary.complete_before} complete in {out}, "
                           f"{len(summary.cells) - summary.complete_before} to run", highlight=False, soft_wrap=True)
         if dry_run:
-            table = Table(title=f"sweep into {out}")
-            for col in ("cell", "task", "estimator", "seed", "device", "status"):
-                table.add_column(col)
+            table = Table("cells", f"sweep into {out}", [Column(c) for c in ("cell", "task", "estimator")]
+                          + [Column("seed", numeric=True), Column("device"), Column("status")])
             for c in summary.cells:
-                table.add_row(c.name, c.task, c.estimator, str(c.options.seed), c.device,
-                              summary.previous.get(c.id) or "to run")
-            console.print(table)
+                table.add(c.name, c.task, c.estimator, c.options.seed, c.device, summary.previous.get(c.id) or "to run")
+            Printer("table", console).table(table)
 
     result = run_sweep(grids, sweep_options, err_console, dry_run, show)
     if dry_run:
@@ -377,54 +388,9 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from .progress import RunProgress
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err_console, transient=True, disable=not err_console.is_terminal)
-
-
-SHOWN_METRICS = {  # metric -> column heading
-    "variance": "variance",
-    "bias_norm": "bias ‖E ĝ − g‖",
-    "mse": "mse",
-    "cosine": "cosine",
-    "snr": "snr",
-    "seconds_per_estimate": "µs / estimate",
-    "work_normalized_variance": "variance × s",
-}
-
-
-def _fmt(value: float, scale: float = 1.0) -> str:
-    return format_number(None if value is None else value * scale)
-
-
-def _cell(metric, scale: float = 1.0) -> str:
-    """``value ±h``, h the larger distance to an end of the 95% interval."""
-    if metric is None:
-        return "–"
-    if math.isnan(metric.ci_low):
-        return _fmt(metric.value, scale)
-    half = max(metric.ci_high - metric.value, metric.value - metric.ci_low)
-    return f"{_fmt(metric.value, scale)} ±{_fmt(half, scale)}"
-
-
-def results_table(result) -> Table:
-    """Estimator × metric, each value with the half-width of its 95% interval."""
-    title = f"{result.rows[0]['task']}: gradient estimates, 95% intervals" if result.rows else ""
-    table = Table(title=title)
-    table.add_column("estimator", no_wrap=True)
-    table.add_column("group")
-    for heading in SHOWN_METRICS.values():
-        table.add_column(heading, justify="right")
-    for m in result.measurements:
-        for group, summary in m.groups.items():
-            if summary.status != "ok":
-                table.add_row(m.estimator.label, group, f"[red]failed: {summary.message}[/]")
-                continue
-            cells = [_cell(summary.metrics.get(name), 1e6 if name == "seconds_per_estimate" else 1.0)
-                     for name in SHOWN_METRICS]
-            table.add_row(m.estimator.label, group, *cells)
-    return table
+    return RunProgress(err_console)
 
 
 @app.command()
@@ -455,36 +421,73 @@ def compare(
                                                           "(they vary with the machine's load; try 3).")] = None,
     show_all: Annotated[bool, typer.Option("--all", help="List every compared metric, not only changes.")] = False,
     csv: Annotated[Optional[Path], typer.Option(help="Write the full comparison to this CSV file.")] = None,
+    junit_file: Annotated[Optional[Path], typer.Option("--junit", help="Also write a JUnit XML report to this file "
+                                                       "(one test per compared metric; a regression fails it).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP[:-1] + ", junit (the JUnit XML report) or github "
+                                     "(GitHub Actions: an annotation per regression, then the table; the Markdown "
+                                     "table is appended to $GITHUB_STEP_SUMMARY when set).")] = "table",
 ):
     """Compare two results; exit 1 when a metric regressed (worse by the factor, and significantly), else 0."""
+    import os
+
     from .reports.compare import compare as run_compare
     from .store import atomic_write_bytes, read_results
 
-    if csv is not None and not csv.parent.is_dir():
-        raise UserError(f"cannot write --csv {csv}: the folder {csv.parent} does not exist; create it first")
+    check_format(fmt, FORMATS + CHECK_FORMATS)
+    for flag, path in (("--csv", csv), ("--junit", junit_file)):
+        if path is not None and not path.parent.is_dir():
+            raise UserError(f"cannot write {flag} {path}: the folder {path.parent} does not exist; create it first")
     result = run_compare(read_results(baseline), read_results(current), metrics=tuple(metric or ()),
                          max_ratio=max_ratio, alpha=alpha, timing_ratio=timing_ratio)
-    out = console if console.is_terminal else Console(width=200, highlight=False)  # CI logs: no truncation
-    table = _comparison_table(result, show_all, f"{baseline} → {current}")
-    out.print(table if table.row_count else "no metric changed beyond its noise")
-    counts = result.rows["verdict"].value_counts()
-    out.print(f"{len(result.rows)} metrics compared: " + ", ".join(f"{n} {v}" for v, n in counts.items())
-              + f" (max ratio {max_ratio}, family-wise alpha {alpha})")
-    if counts.get("untested"):
-        out.print("untested: numbers that depend on the seed (training, stateful estimators) need ≥ 2 seeds a "
-                  "side, or the same seeds for a stateful estimator on a fixed task (--all lists them)")
-    if len(result.skipped):
-        reasons = result.skipped.groupby(["reason", "task_label", "estimator_label"]).size()
-        out.print(f"skipped {len(result.skipped)} metrics:")
-        for (reason, task_label, est), n in list(reasons.items())[:20]:
-            out.print(f"  {task_label} · {est}: {n} {reason}", markup=False)
-        if len(reasons) > 20:
-            out.print(f"  … and {len(reasons) - 20} more")
+    title = f"{baseline} → {current}"
+    checks = _comparison_checks(result)
+    if fmt == "junit":
+        console.file.write(junit("gradbench compare", checks, title))
+    else:
+        if fmt == "github":
+            console.file.write(github(checks))
+        with Printer("table" if fmt == "github" else fmt, console, err_console) as printer:
+            _print_comparison(printer, result, show_all, title)
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if fmt == "github" and summary:
+            import io
+
+            from rich.console import Console as Sink
+
+            page = Sink(file=io.StringIO(), width=200)
+            with Printer("markdown", page, page) as printer:
+                _print_comparison(printer, result, show_all, title)
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(page.file.getvalue())
     if csv is not None:
         atomic_write_bytes(csv, result.rows.to_csv(index=False).encode())  # no partial file on a full disk
+    if junit_file is not None:
+        atomic_write_bytes(junit_file, junit("gradbench compare", checks, title).encode())
     if result.exit_code:
         err_console.print(f"{len(result.regressions)} regression(s)")
     return result.exit_code
+
+
+def _print_comparison(printer: Printer, result, show_all: bool, title: str) -> None:
+    table = _comparison_table(result, show_all or not printer.human, title)
+    if table.rows or not printer.human:
+        printer.table(table)
+    else:
+        printer.line("no metric changed beyond its noise")
+    counts = result.rows["verdict"].value_counts()
+    printer.line(f"{len(result.rows)} metrics compared: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+                 + f" (max ratio {result.max_ratio}, family-wise alpha {result.alpha})")
+    if counts.get("untested"):
+        printer.line("untested: numbers that depend on the seed (training, stateful estimators) need ≥ 2 seeds a "
+                     "side, or the same seeds for a stateful estimator on a fixed task (--all lists them)")
+    if len(result.skipped):
+        reasons = result.skipped.groupby(["reason", "task_label", "estimator_label"]).size()
+        printer.line(f"skipped {len(result.skipped)} metrics:")
+        for (reason, task_label, est), n in list(reasons.items())[:20]:
+            printer.line(f"  {task_label} · {est}: {n} {reason}")
+        if len(reasons) > 20:
+            printer.line(f"  … and {len(reasons) - 20} more")
+    printer.field("exit_code", result.exit_code)
 
 
 @app.command()
@@ -507,104 +510,156 @@ def verify(
     device: Annotated[str, typer.Option(help=_OPTION_HELP["device"])] = _FIELD_DEFAULTS["device"],
     dtype: Annotated[Optional[str], typer.Option(help=_OPTION_HELP["dtype"])] = _FIELD_DEFAULTS["dtype"],
     threads: Annotated[int, typer.Option(help=THREADS.help)] = THREADS.default,
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP[:-1] + ", junit (a JUnit XML report: one test "
+                                     "per task check) or github (an annotation per contradiction, then the "
+                                     "tables).")] = "table",
 ):
     """Check an estimator's declarations on every exact fixed task it fits; exit 1 naming any contradiction."""
     from .verify import VerifyOptions, plan
     from .verify import verify as run_verify
-    from .verify_card import CARD_HTML, CARD_MD, rich_tables, verdict_line
+    from .verify_card import CARD_HTML, CARD_MD, bias_table, ratio_table, verdict_line
 
     options = VerifyOptions(budget, alpha, seed, str(out), tuple(against) if against is not None else None,
                             tuple(task) if task else None, device, dtype)
     THREADS.validate(threads)
+    check_format(fmt, FORMATS + CHECK_FORMATS)
     plan(spec, options)  # every check before anything is measured or written
-    with threads_set(threads):
-        verdict = run_verify(spec, options, err_console)
-    width = console if console.is_terminal else Console(width=200, highlight=False)
-    for table in rich_tables(verdict):
-        width.print(table)
-    width.print(verdict_line(verdict), markup=False)
-    for problem in verdict.problems:
-        width.print(f"  contradicted: {problem}", markup=False)
-    width.print(f"card: {verdict.run_dir / CARD_MD} · {verdict.run_dir / CARD_HTML} · {verdict.seconds:.1f} s",
-                markup=False)
+    with threads_set(threads), _progress() as progress:
+        verdict = run_verify(spec, options, err_console, progress)
+    card = f"card: {verdict.run_dir / CARD_MD} · {verdict.run_dir / CARD_HTML} · {verdict.seconds:.1f} s"
+    checks = [Check(f"{verdict.label} · {c.task}", c.group or "–", "failed" if c.problems or c.status != "ok"
+                    else "passed", "; ".join(c.problems) or (f"the measurement {c.status}: {c.message}"
+                                                             if c.status != "ok" else "every declaration holds"))
+              for c in verdict.checks]
+    if fmt == "junit":
+        console.file.write(junit("gradbench verify", checks, verdict.label))
+        return verdict.exit_code
+    if fmt == "github":
+        console.file.write(github(checks))
+    with Printer("table" if fmt == "github" else fmt, console, err_console) as printer:
+        for name, title, (head, body) in (
+                ("bias", f"verify {verdict.label}: bias and declarations", bias_table(verdict)),
+                ("variance", f"verify {verdict.label}: variance vs baselines", ratio_table(verdict))):
+            printer.table(_card_table(name, title, head, body))
+        printer.line(verdict_line(verdict), style=None if verdict.holds else "red")
+        for problem in verdict.problems:
+            printer.line(f"  contradicted: {problem}")
+        printer.line(card)
+        printer.field("exit_code", verdict.exit_code)
     return verdict.exit_code
+
+
+def _card_table(name: str, title: str, head: list[str], body: list[list[str]]) -> Table:
+    """A table of the verdict card (gradbench.verify_card): its cells are already formatted numbers and words."""
+    import re
+
+    keys: list[str] = []
+    for i, h in enumerate(head):  # machine keys from the headings: "relative bias [95%]" -> relative_bias
+        key = re.sub(r"[^a-z0-9]+", "_", h.lower().replace("[95%]", "")).strip("_") or f"column_{i}"
+        keys.append(key if key not in keys else f"{key}_{i}")
+    columns = [Column(k, h) for k, h in zip(keys, head)]
+    table = Table(name, title, columns, keys=2)
+    styles = {"contradicted": "red", "holds": "green"}
+    for row in body:
+        last = row[-1]
+        style = "red" if last.startswith("failed") else styles.get(last)
+        table.add(*row[:-1], Mark(last, style) if style else last)
+    return table
 
 
 _QUIET_VERDICTS = ("identical", "same", "untested")
 
 
 def _comparison_table(result, show_all: bool, title: str) -> Table:
-    table = Table(title=title)
-    for col in ("task", "estimator", "group", "step", "metric", "baseline", "current", "ratio", "p (Holm)",
-                "verdict"):
-        table.add_column(col, justify="right" if col in ("step", "ratio", "p (Holm)") else "left")
-    colours = {"regression": "red", "now failing": "red", "worse": "yellow", "improvement": "green",
-               "better": "green", "now ok": "green"}
+    table = Table("comparison", title, [Column("task"), Column("estimator"), Column("group"),
+                                        Column("step", numeric=True), Column("metric"),
+                                        Column("baseline", numeric=True), Column("current", numeric=True),
+                                        Column("ratio", numeric=True), Column("p_holm", "p (Holm)", numeric=True),
+                                        Column("verdict")], keys=3)
     for r in result.rows.itertuples(index=False):
         if not show_all and r.verdict in _QUIET_VERDICTS:
             continue
-        cells = [_cell(_Interval(r.baseline, r.half_b)), _cell(_Interval(r.current, r.half_c))]
-        colour = colours.get(r.verdict)
-        table.add_row(r.task_label, r.estimator_label, r.param_group or "–", str(r.step), r.metric, *cells,
-                      _fmt(r.ratio), _fmt(r.p) if r.verdict not in ("identical", "untested") else "–",
-                      f"[{colour}]{r.verdict}[/]" if colour else r.verdict)
+        colour = _VERDICT_COLOURS.get(r.verdict)
+        table.add(r.task_label, r.estimator_label, r.param_group or "–", int(r.step), r.metric,
+                  Number(r.baseline, r.baseline - r.half_b, r.baseline + r.half_b),
+                  Number(r.current, r.current - r.half_c, r.current + r.half_c), Number(r.ratio),
+                  Number(r.p if r.verdict not in ("identical", "untested") else None),
+                  Mark(r.verdict, colour) if colour else r.verdict)
     return table
 
 
-class _Interval:
-    """What _cell expects: a value and a symmetric 95% half-width."""
+_VERDICT_COLOURS = {"regression": "red", "now failing": "red", "worse": "yellow", "improvement": "green",
+                    "better": "green", "now ok": "green"}
+_CHECK_OUTCOMES = {"regression": "failed", "now failing": "failed", "worse": "warning", "untested": "skipped",
+                   "at rounding floor": "skipped"}
 
-    def __init__(self, value: float, half: float):
-        self.value, self.ci_low, self.ci_high = value, value - half, value + half
+
+def _comparison_checks(result) -> list[Check]:
+    """One check per compared metric: a regression fails it; "worse" (significant, within the factor) warns."""
+    checks = []
+    for r in result.rows.itertuples(index=False):
+        where = f"{r.task_label} · {r.estimator_label}"
+        name = " ".join(x for x in (r.param_group, r.metric, f"step {r.step}" if r.step else "") if x)
+        base, cur = str(Number(r.baseline, r.baseline - r.half_b, r.baseline + r.half_b)), \
+            str(Number(r.current, r.current - r.half_c, r.current + r.half_c))
+        if r.metric == "status":
+            message = f"{where}: the measurement {'now fails' if r.verdict == 'now failing' else 'now succeeds'}"
+        else:
+            change = (f"{format_number(r.ratio)}× {'worse' if r.ratio > 1 else 'better'}"
+                      if r.ratio == r.ratio else "changed")
+            message = (f"{where}: {name} {r.verdict}: {change} (baseline {base} → current {cur}; "
+                       f"p (Holm) {format_number(r.p)}; limit {result.max_ratio}×, alpha {result.alpha})")
+            if r.verdict in ("identical", "same", "untested", "at rounding floor"):
+                message = f"{where}: {name} {r.verdict} (baseline {base} → current {cur})"
+        checks.append(Check(where, name, _CHECK_OUTCOMES.get(r.verdict, "passed"), message))
+    return checks
 
 
 @app.command("list")
 def list_(
     what: Annotated[Optional[str], typer.Argument(help="estimators or tasks (default: both).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "table",
 ):
     """List registered estimators and tasks: parameters, defaults and capabilities."""
     kinds = {"estimators": "estimator", "tasks": "task", "estimator": "estimator", "task": "task"}
     if what is not None and what not in kinds:
-
         raise UserError(f"cannot list {what!r}{did_you_mean(what, ['estimators', 'tasks'])} (choose estimators or tasks)")
+    check_format(fmt)
     chosen = [kinds[what]] if what else ["estimator", "task"]
-    if "estimator" in chosen:
-        console.print(_estimator_table())
-    if "task" in chosen:
-        console.print(_task_table())
+    with Printer(fmt, console, err_console) as printer:
+        if "estimator" in chosen:
+            printer.table(_estimator_table())
+        if "task" in chosen:
+            printer.table(_task_table())
 
 
-def _params_text(info) -> str:
+def _params_lines(info) -> list[str]:
     parts = []
     for p in info.params.values():
         rng = p.describe_range()
         parts.append(f"{p.name}={p.default!r}" + (f" ({rng})" if rng else ""))
-    return "\n".join(parts) or "–"
+    return parts
 
 
 def _estimator_table() -> Table:
-    table = Table(title="estimators", show_lines=True)
-    table.add_column("name", no_wrap=True)
-    for col in ("description", "parameters", "capabilities", "fits tasks"):
-        table.add_column(col)
+    table = Table("estimators", "estimators", [Column("name"), Column("description"), Column("parameters"),
+                                                Column("capabilities"), Column("fits_tasks", "fits tasks")],
+                  show_lines=True)
     task_infos = [tasks.info(n) for n in tasks.names()]
     for name in estimators.names():
         info = estimators.info(name)
-        caps = estimator_lines(info.capabilities)
         fits = [t.name for t in task_infos if compatibility(info, t)[0]]
-        table.add_row(name, info.description, _params_text(info), "\n".join(caps), ", ".join(fits) or "–")
+        table.add(name, info.description, _params_lines(info), estimator_lines(info.capabilities),
+                  Joined(tuple(fits)))
     return table
 
 
 def _task_table() -> Table:
-    table = Table(title="tasks", show_lines=True)
-    table.add_column("name", no_wrap=True)
-    for col in ("description", "parameters", "capabilities"):
-        table.add_column(col)
+    table = Table("tasks", "tasks", [Column("name"), Column("description"), Column("parameters"),
+                                      Column("capabilities")], show_lines=True)
     for name in tasks.names():
         info = tasks.info(name)
-        caps = task_lines(info.capabilities)
-        table.add_row(name, info.description, _params_text(info), "\n".join(caps))
+        table.add(name, info.description, _params_lines(info), task_lines(info.capabilities))
     return table
 
 

@@ -81,6 +81,7 @@ class RunResult:
     reference: Any = None
     status: str = "running"  # the sidecar's final status: complete, or failed when a measurement failed
     error: str = ""  # the sidecar's error: which measurement failed first, and why
+    kind: str = "fixed"  # the task's kind: fixed, or training
 
 
 def build(plan: Plan):
@@ -141,7 +142,7 @@ def execute(plan: Plan, progress_factory: Callable | None = None, console=None,
             if made_here:
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        result = RunResult(run_id, run_dir, [])
+        result = RunResult(run_id, run_dir, [], kind=task.kind)
 
         def record(rows: list[dict[str, Any]]) -> None:
             result.rows.extend(rows)

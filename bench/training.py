@@ -22,6 +22,7 @@ import torch
 
 from .contract import Estimator, Problem, Task
 from .noise import derive_seed
+from .numbers import format_number
 from .schema import base_row, measurement_rows, metric_row
 
 TRAINING_METRIC_GROUP = ""  # param_group of training-curve rows ("train/neg_elbo", "test/accuracy", ...)
@@ -78,13 +79,25 @@ class TrainingSession:
             progress.remove_task(task_id)
 
     def log(self, step: int, values: dict[str, float]) -> None:
-        """Record training-curve values (e.g. {"train/neg_elbo": 112.3}) at ``step``."""
+        """Record training-curve values (e.g. {"train/neg_elbo": 112.3}) at ``step``; shown as the progress line."""
         base = base_row(self.common, self.estimator, "", 0)
         rows = [metric_row(base, name, float(value), step=step, param_group=TRAINING_METRIC_GROUP,
                            status="ok" if math.isfinite(value) else "failed",
                            message="" if math.isfinite(value) else "non-finite value")
                 for name, value in values.items()]
         self.record(rows)
+        shown = " · ".join(f"{name} {value:.4g}" for name, value in values.items() if not _is_timing(name))
+        self.status(f"{self._who(step)}: {shown}", "curves")
+
+    def status(self, message: str, kind: str = "") -> None:
+        """A line of progress: under the bars on a terminal, printed as a line elsewhere (gradbench.progress)."""
+        if hasattr(self.progress, "status"):
+            self.progress.status(message, kind)
+        elif self.console is not None:
+            self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    def _who(self, step: int) -> str:
+        return f"{self.estimator.label} seed {self.seed} step {step}"
 
     def measure(self, step: int, problem: Problem, state: Any = None, samples: int | None = None) -> Any:
         """Reference and gradient measurement at frozen parameters; rows recorded at ``step``."""
@@ -102,6 +115,8 @@ class TrainingSession:
                              state=state)
         common = dict(self.common, reference=reference.kind, reference_samples=reference.samples)
         self.record(measurement_rows(common, result, step))
+        self.status(f"{self._who(step)}: " + " · ".join(_gradient_line(g, s) for g, s in result.groups.items()),
+                    "gradient")
         return result, reference
 
     def skip_measurement(self, step: int, groups: tuple[str, ...], reason: str) -> None:
@@ -114,6 +129,23 @@ class TrainingSession:
         path = self.run_dir / "_checkpoints" / f"{self.estimator.label}-seed{self.seed}-step{step}.pt"
         path.parent.mkdir(exist_ok=True)
         return path
+
+
+def _is_timing(name: str) -> bool:
+    return name.rsplit("/", 1)[-1].endswith("seconds")
+
+
+def _gradient_line(group: str, summary) -> str:
+    """``encoder variance/element 1.2e-05, relative bias 0.031 (floor 0.004)``: a measurement at a glance."""
+    if summary.status != "ok":
+        return f"{group} {summary.status}"
+    m = summary.metrics
+    text = f"{group} variance/element {format_number(m['variance_per_element'].value)}"
+    if "relative_bias" in m:
+        text += f", relative bias {format_number(m['relative_bias'].value)}"
+        if "bias_noise_floor" in m and "reference_norm" in m and m["reference_norm"].value > 0:
+            text += f" (floor {format_number(m['bias_noise_floor'].value / m['reference_norm'].value)})"
+    return text
 
 
 class MovingVariance:

@@ -1,4 +1,4 @@
-"""The verdict of ``gradbench verify`` as tables: a rich table, and a one-page card (Markdown and HTML).
+"""The verdict of ``gradbench verify`` as tables (the CLI prints them) and a one-page card (Markdown and HTML).
 
 The card is meant to be pasted into a paper's appendix: what the estimator declares,
 whether each declaration held on each task, the bias and variance figures with their
@@ -145,23 +145,3 @@ def write_card(verdict, run_dir: Path, meta: dict) -> tuple[Path, Path]:
     _atomic_write(page, lambda fh: fh.write(html_page(verdict, meta).encode()))
     return md, page
 
-
-def rich_tables(verdict):
-    """The two tables for the terminal."""
-    from rich.table import Table
-
-    out = []
-    for title, (head, body) in ((f"verify {verdict.label}: bias and declarations", bias_table(verdict)),
-                                (f"verify {verdict.label}: variance vs baselines", ratio_table(verdict))):
-        table = Table(title=title)
-        for h in head:
-            table.add_column(h, overflow="fold")
-        for row in body:
-            styled = list(row)
-            if row[-1] == "contradicted" or row[-1].startswith("failed"):
-                styled[-1] = f"[red]{row[-1]}[/]"
-            elif row[-1] == "holds":
-                styled[-1] = f"[green]{row[-1]}[/]"
-            table.add_row(*styled)
-        out.append(table)
-    return out

@@ -68,8 +68,132 @@ def _figure(n_panels: int, ncols: int = 3, panel=PANEL, nrows: int | None = None
     return fig, axes
 
 
-def _panel_title(task: str, group: str) -> str:
-    return task if group in ("", "logits") else f"{task} · {group}"
+def _panel_titles(keys) -> dict[tuple[str, str], str]:
+    """(task, group) -> panel title: "task · group", or only "task" when it is the task's one group and that is
+    the default ("logits", or "" for curves). One rule per figure, so a task's panels read alike."""
+    keys = list(keys)
+    groups: dict[str, set] = {}
+    for task, group in keys:
+        groups.setdefault(task, set()).add(group)
+    return {(t, g): t if groups[t] == {g} and g in ("", "logits") else f"{t} · {g}" for t, g in keys}
+
+
+# -- text that fits: titles wrapped to their axes, point labels that do not collide ------------------------------
+
+def _units(line: str) -> list[str]:
+    """A spec's words for wrapping: split at ", " outside [...] and {...}, so a parameter's list stays whole."""
+    units, depth, start = [], 0, 0
+    for i, ch in enumerate(line):
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == " " and depth == 0 and line[i - 1] == ",":
+            units.append(line[start:i])
+            start = i + 1
+    return units + [line[start:]]
+
+
+def _wrap_to(text, width_px: float) -> None:
+    """Break a Text artist's string so each line, as drawn, is at most ``width_px`` wide: between parameters
+    where that is enough, else at any space."""
+    renderer = text.figure.canvas.get_renderer()
+
+    def fits(candidate: str) -> bool:
+        text.set_text(candidate)
+        return text.get_window_extent(renderer).width <= width_px
+
+    def pack(words: list[str]) -> list[str]:
+        lines, line = [], words[0]
+        for word in words[1:]:
+            if fits(f"{line} {word}"):
+                line = f"{line} {word}"
+            else:
+                lines.append(line)
+                line = word
+        return lines + [line]
+
+    lines = []
+    for line in pack(_units(text.get_text().replace("\n", " "))):
+        lines += [line] if fits(line) else pack(line.split(" "))
+    text.set_text("\n".join(lines))
+
+
+def _text_box(text, renderer):
+    """The box of a Text's own glyphs (an Annotation's without its leader line), at its current position."""
+    from matplotlib.text import Annotation, Text
+
+    if isinstance(text, Annotation):
+        text.update_positions(renderer)
+    return Text.get_window_extent(text, renderer)
+
+
+def _place_labels(ax, labels: list, points: list[tuple[float, float]], bars: list[tuple] = ()) -> None:
+    """Move point labels (annotations in offset points) so none overlaps another label, a point or an error bar,
+    all inside the axes.
+
+    Tries the right, then the left of its point, at growing vertical offsets; a moved label keeps a thin
+    leader line to its point. ``bars``: per point (x low, x high, y low, y high) in data units.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    to_pt = 72 / fig.dpi
+    xy = ax.transData.transform(points)
+    marks = [(x - 4, y - 4, x + 4, y + 4) for x, y in xy]  # the markers, as obstacles
+    (x_min, x_max), (y_min, y_max) = ax.get_xlim(), ax.get_ylim()
+    for (x, y), (x_lo, x_hi, y_lo, y_hi) in zip(points, bars):  # error bars (caps included), clipped to the axes
+        (a, b), (c, d) = ax.transData.transform([(max(x_lo, x_min), max(y_lo, y_min)),
+                                                 (min(x_hi, x_max), min(y_hi, y_max))])
+        (px, py), = ax.transData.transform([(x, y)])
+        marks += [(px - 3, b, px + 3, d), (a, py - 3, c, py + 3)]
+    placed: list[tuple[float, float, float, float]] = []
+
+    def clashes(b) -> int:
+        out = b.x0 < inside.x0 or b.x1 > inside.x1 or b.y0 < inside.y0 or b.y1 > inside.y1
+        boxes = placed + marks
+        return out * 100 + sum(b.x0 < x1 and x0 < b.x1 and b.y0 < y1 and y0 < b.y1 for x0, y0, x1, y1 in boxes)
+
+    for label in sorted(labels, key=lambda a: -ax.transData.transform(a.xy)[1]):  # from the top down
+        box = _text_box(label, renderer)
+        w, h = box.width * to_pt, box.height * to_pt
+        best = None
+        for step in range(12):
+            dy = (step + 1) // 2 * (1 if step % 2 else -1) * (h + 1)
+            for dx in (4, -w - 4):
+                label.xyann = (dx, 3 + dy)
+                score = clashes(_text_box(label, renderer))
+                if best is None or score < best[0]:
+                    best = (score, (dx, 3 + dy))
+                if score == 0:
+                    break
+            if best[0] == 0:
+                break
+        label.xyann = best[1]
+        label.arrow_patch.set_visible(best[1][1] != 3)  # beside its point: no leader line needed
+        b = _text_box(label, renderer)
+        placed.append((b.x0 - 1, b.y0 - 1, b.x1 + 1, b.y1 + 1))
+
+
+def _finish(fig, labelled: dict | None = None):
+    """Wrap panel titles to their axes and the suptitle to the figure; place point labels where they fit.
+
+    Laying a figure out costs as much as drawing it, so it is done here only when needed: a title wider than
+    60% of its panel's slot (narrower ones fit whatever the tick labels take), or point labels to place.
+    """
+    renderer = fig.canvas.get_renderer()
+    if fig._suptitle is not None and fig._suptitle.get_window_extent(renderer).width > 0.96 * fig.bbox.width:
+        _wrap_to(fig._suptitle, 0.96 * fig.bbox.width)
+    titled = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    slot = lambda ax: ax.get_subplotspec().get_position(fig).width * fig.bbox.width  # noqa: E731
+    wide = [ax for ax in titled if ax.title.get_window_extent(renderer).width > 0.6 * slot(ax)]
+    if wide or labelled:
+        fig.get_layout_engine().execute(fig)  # constrained layout places the axes
+        for ax in wide:
+            _wrap_to(ax.title, ax.get_window_extent(renderer).width)
+    if labelled:
+        if wide:
+            fig.get_layout_engine().execute(fig)  # again, with the titles' final heights
+        for ax, (labels, points, bars) in labelled.items():
+            _place_labels(ax, labels, points, bars)
+    return fig
 
 
 def _log_err(values, lows, highs):
@@ -127,6 +251,7 @@ def variance_figure(df: pd.DataFrame, metric: str = "variance", colours: dict | 
     names = data["estimator_label"].str.split("(").str[0]
     colours = _complete(colours, names)
     panels = list(data.assign(name=names).groupby(["task_label", "param_group"], sort=True))
+    titles = _panel_titles(k for k, _ in panels)
     heights = [0.8 + 0.3 * len(p) for _, p in panels]
     with _style():
         fig, axes = _figure(len(panels), panel=(7.0, 0), heights=heights)
@@ -140,11 +265,11 @@ def variance_figure(df: pd.DataFrame, metric: str = "variance", colours: dict | 
             ax.set_xscale("log")
             _log_limits(ax, "x", p["value"], p["ci_low"], p["ci_high"])
             ax.set_xlabel(_METRIC_LABELS.get(metric, metric))
-            ax.set_title(_panel_title(task, group))
+            ax.set_title(titles[task, group])
         seeds = int(data["n"].max())
         fig.suptitle(f"{_METRIC_LABELS.get(metric, metric)} per estimator, 95% intervals"
                      + (f" (up to {seeds} runs pooled)" if seeds > 1 else ""))
-    return fig
+        return _finish(fig)
 
 
 _METRIC_LABELS = {
@@ -186,6 +311,8 @@ def bias_variance_figure(df: pd.DataFrame, colours: dict | None = None):
     data = data.assign(name=data["estimator_label"].str.split("(").str[0])
     colours = _complete(colours, data["name"])
     panels = list(data.groupby(["task_label", "param_group"], sort=True))
+    titles = _panel_titles(k for k, _ in panels)
+    labelled = {}
     with _style():
         fig, axes = _figure(len(panels), ncols=2, panel=(5.0, 3.8))
         for ax, ((task, group), p) in zip(axes.flat, panels):
@@ -195,19 +322,24 @@ def bias_variance_figure(df: pd.DataFrame, colours: dict | None = None):
                             yerr=_log_err(q["bias"], q["bias_low"], q["bias_high"]), fmt="o", color=colours[name],
                             capsize=2)
             ax.plot(p["variance"], p["floor"], marker="_", markersize=14, color="0.5", linestyle="none")
-            for row in p.itertuples() if len(p) <= ANNOTATE_MAX else ():
-                ax.annotate(row.estimator_label, (row.variance, row.bias), xytext=(4, 3),
-                                textcoords="offset points", fontsize=7, color="0.25")
+            if len(p) <= ANNOTATE_MAX:
+                points = list(zip(p["variance"], p["bias"]))
+                labels = [ax.annotate(label, xy, xytext=(4, 3), textcoords="offset points", fontsize=7, color="0.25",
+                                      arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6, "shrinkA": 0,
+                                                  "shrinkB": 3}, in_layout=False)
+                          for label, xy in zip(p["estimator_label"], points)]
+                bars = list(zip(p["variance_low"], p["variance_high"], p["bias_low"], p["bias_high"]))
+                labelled[ax] = (labels, points, bars)
             ax.set_xscale("log")
             ax.set_yscale("log")
             _log_limits(ax, "x", p["variance"], p["variance_low"], p["variance_high"])
             _log_limits(ax, "y", p["bias"], p["bias_low"], p["bias_high"], p["floor"])
             ax.set_xlabel(_METRIC_LABELS["variance"])
             ax.set_ylabel(_METRIC_LABELS["bias_norm"])
-            ax.set_title(_panel_title(task, group))
+            ax.set_title(titles[task, group])
         _legend(fig, colours, data["name"])
         fig.suptitle("Bias against variance, 95% intervals (grey: bias noise floor; below it bias is not resolved)")
-    return fig
+        return _finish(fig, labelled)
 
 
 # -- sweeps over an estimator parameter (τ, gap, k, ...) ------------------------------------------------
@@ -256,6 +388,7 @@ def sweep_figure(df: pd.DataFrame, key: str):
         return None
     colours = palette(data["line"])
     columns = sorted(data.groupby(["task_label", "param_group"]).groups)
+    titles = _panel_titles(columns)
     metrics = [m for m in SWEEP_METRICS if m in set(data["metric"])]
     with _style():
         fig, axes = _figure(len(columns) * len(metrics), ncols=len(columns), nrows=len(metrics))
@@ -277,10 +410,10 @@ def sweep_figure(df: pd.DataFrame, key: str):
                 ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
                 ax.set_xlabel(key)
                 ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
-                ax.set_title(_panel_title(task, group))
+                ax.set_title(titles[task, group])
         _legend(fig, colours, data["line"])
         fig.suptitle(f"Sweep over {key}: variance and bias with 95% bands")
-    return fig
+        return _finish(fig)
 
 
 # -- over training steps: gradient metrics and training curves ------------------------------------------
@@ -307,12 +440,12 @@ def curves_data(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["task_label", "metric", "estimator_label", "step"]).reset_index(drop=True)
 
 
-def _lines_figure(data: pd.DataFrame, panels: list[tuple], title: str, colours: dict, log: bool):
+def _lines_figure(data: pd.DataFrame, panels: list[tuple], title: str, colours: dict, log: bool, ncols: int = 2):
     import seaborn as sns
     from matplotlib.ticker import MaxNLocator
 
     with _style():
-        fig, axes = _figure(len(panels), ncols=3)
+        fig, axes = _figure(len(panels), ncols=ncols)
         for ax, (name, p, ylabel) in zip(axes.flat, panels):
             for label, q in p.groupby("estimator_label"):
                 low = q["ci_low"].where(q["ci_low"] > 0, q["value"] * LOG_FLOOR) if log else q["ci_low"]
@@ -322,13 +455,19 @@ def _lines_figure(data: pd.DataFrame, panels: list[tuple], title: str, colours: 
             if log:
                 ax.set_yscale("log")
                 _log_limits(ax, "y", p["value"], p["ci_low"], p["ci_high"])
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            else:
+                ax.ticklabel_format(axis="y", useOffset=False)  # "+2.023e2" above the axis would meet the title
+            steps = sorted(p["step"].unique())
+            if len(steps) == 1:
+                ax.set_xticks(steps)  # not fractional ticks around a lone step
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel("step (epoch)")
             ax.set_ylabel(ylabel)
             ax.set_title(name)
         _legend(fig, colours, data["estimator_label"])
         fig.suptitle(title)
-    return fig
+        return _finish(fig)
 
 
 def steps_figure(df: pd.DataFrame, colours: dict | None = None):
@@ -339,9 +478,10 @@ def steps_figure(df: pd.DataFrame, colours: dict | None = None):
     colours = _complete(colours, data["estimator_label"])
     order = {m: i for i, m in enumerate(STEP_METRICS)}
     groups = sorted(data.groupby(["task_label", "param_group", "metric"]), key=lambda kv: (*kv[0][:2], order[kv[0][2]]))
-    panels = [(_panel_title(t, g), p, _METRIC_LABELS.get(m, m)) for (t, g, m), p in groups]
+    titles = _panel_titles((t, g) for (t, g, _), _ in groups)
+    panels = [(titles[t, g], p, _METRIC_LABELS.get(m, m)) for (t, g, m), p in groups]
     return _lines_figure(data, panels, "Gradient variance and bias over training (bands: 95% over seeds, or "
-                         "the run's own interval for one seed)", colours, log=True)
+                         "the run's own interval for one seed)", colours, log=True, ncols=data["metric"].nunique())
 
 
 def curves_figure(df: pd.DataFrame, colours: dict | None = None):

@@ -16,6 +16,7 @@ table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0 1.5rem; 
 th, td { border-bottom: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: right; }
 th { background: #f6f6f6; } td:first-child, th:first-child { text-align: left; }
 nav a { margin-right: 1rem; }
+.scroll { overflow-x: auto; max-width: 100%; }
 """
 
 
@@ -24,7 +25,8 @@ def data_uri(png: bytes) -> str:
 
 
 def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, escape=True, border=0, na_rep="–")
+    """A table in a box that scrolls sideways when the window is narrower than it: the page itself never does."""
+    return '<div class="scroll">' + df.to_html(index=False, escape=True, border=0, na_rep="–") + "</div>"
 
 
 def page(title: str, meta: str, runs: pd.DataFrame, figures: list[tuple[str, str, str, bytes]],

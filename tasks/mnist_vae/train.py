@@ -168,9 +168,7 @@ def _evaluate(task, model, eval_train, eval_test, session, epoch: int, curves: d
     values["test/neg_elbo"] = neg_elbo(model, eval_test, noise("test-elbo"))
     if task.iwae_samples and with_iwae:
         values[f"test/iwae_{task.iwae_samples}"] = iwae(model, eval_test, task.iwae_samples, noise("test-iwae"))
-    session.log(epoch, values)
-    shown = " · ".join(f"{k} {v:.2f}" for k, v in values.items() if k != "train/seconds")
-    _say(session, f"{session.estimator.label} seed {session.seed} epoch {epoch}: {shown}")
+    session.log(epoch, values)  # the session shows it as the progress line
 
 
 def _measure(model, images: Tensor, estimator, state, session, epoch: int, importance: bool) -> None:
@@ -180,14 +178,7 @@ def _measure(model, images: Tensor, estimator, state, session, epoch: int, impor
         session.skip_measurement(epoch, GROUPS, f"{estimator.label} optimises a multi-sample bound; "
                                  "mnist-vae has no reference gradient for that objective yet")
         return
-    problem = VAEProblem(model, images)
-    result, reference = session.measure(epoch, problem, state)
-    summary = result.groups["encoder"]
-    if summary.status == "ok":
-        m = summary.metrics
-        _say(session, f"{estimator.label} seed {session.seed} epoch {epoch}: encoder gradient variance/element "
-                      f"{m['variance_per_element'].value:.3g} · relative bias {m['relative_bias'].value:.3g} "
-                      f"(noise floor {m['bias_noise_floor'].value / m['reference_norm'].value:.2g})")
+    session.measure(epoch, VAEProblem(model, images), state)  # rows recorded, progress line shown
 
 
 def _save(task, session, estimator, model, optimizer, state, epoch: int, step: int, tracker=None) -> None:
@@ -208,8 +199,3 @@ def _to_device(value, device):
     if isinstance(value, (list, tuple)):
         return type(value)(_to_device(v, device) for v in value)
     return value
-
-
-def _say(session, message: str) -> None:
-    if session.console is not None:
-        session.console.print(message, markup=False, highlight=False)
